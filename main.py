@@ -1,0 +1,28 @@
+"""S3D video features from the command line.
+
+    python main.py feature_type=s3d video_paths="[./sample/sample.mp4]" show_pred=true
+
+Options are documented in README.md and typed in utils/config.py.
+"""
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from utils.cli import preflight_or_exit, run_from_hydra
+from utils.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> int:
+    status = run_from_hydra(cfg)
+    if status:
+        sys.exit(status)
+    return status
+
+
+if __name__ == "__main__":
+    preflight_or_exit(sys.argv[1:])
+    main()

@@ -1,0 +1,1 @@
+"""Pipeline stages: paths -> decoded frames -> stacks -> (network) -> sinks."""

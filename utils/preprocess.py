@@ -1,0 +1,102 @@
+"""Per-frame geometry and pixel scaling: the two presets.
+
+``kylemin`` (default): FFmpeg's ``scale=W:H:flags=bilinear,format=rgb24,crop=224:224:X:Y``
+on the decoded frame, kept as uint8 until the network input, then scaled to [-1, 1] (the
+range kylemin's Kinetics-400 weights were trained with).
+
+``video_features``: the incumbent tool's path, for users who must stay consistent with
+features they already have: rgb24 -> float [0, 1] -> torch bilinear resize with
+``scale_factor = 224 / min(H, W)`` (``align_corners=False``, no antialias) -> the same
+centre crop.
+"""
+from typing import Tuple
+
+import av
+import numpy as np
+import torch
+
+from utils.decode import build_graph, drain
+
+CROP = 224
+PRESETS = ("kylemin", "video_features")
+
+
+def resized_size(width: int, height: int, short: int = CROP) -> Tuple[int, int]:
+    """``(W, H)`` with min(W, H) == ``short`` and the other side floored."""
+    if width <= height:
+        return short, height * short // width
+    return width * short // height, short
+
+
+def crop_offsets(width: int, height: int, size: int = CROP) -> Tuple[int, int]:
+    """Centre-crop offsets ``(x, y)``: Python's ``round((side - size) / 2)``."""
+    return round((width - size) / 2), round((height - size) / 2)
+
+
+class KyleminFrames:
+    """av.VideoFrame -> (224, 224, 3) uint8, through FFmpeg's scale/format/crop filters."""
+
+    name = "kylemin"
+
+    def __init__(self):
+        self._graph = None
+        self._key = None
+
+    def filters(self, width: int, height: int):
+        w, h = resized_size(width, height)
+        x, y = crop_offsets(w, h)
+        return [("scale", f"{w}:{h}:flags=bilinear"), ("format", "rgb24"),
+                ("crop", f"{CROP}:{CROP}:{x}:{y}")]
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:
+            self._graph = build_graph(frame, frame.time_base or 1, self.filters(frame.width, frame.height))
+            self._key = key
+        _, src, sink = self._graph
+        src.push(frame)
+        out = list(drain(sink))
+        return out[-1].to_ndarray()
+
+    @staticmethod
+    def to_input(frames: torch.Tensor) -> torch.Tensor:
+        """(..., H, W, 3) uint8 -> float32 in [-1, 1]."""
+        return frames.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+
+
+class VideoFeaturesFrames:
+    """av.VideoFrame -> (224, 224, 3) float32 in [0, 1], resized as the incumbent tool does."""
+
+    name = "video_features"
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24")
+        return resize_crop_float(torch.from_numpy(rgb)).numpy()
+
+    @staticmethod
+    def to_input(frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+
+def resize_crop_float(rgb: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (224, 224, 3) float32 in [0, 1].
+
+    The sampling grid is the incumbent's: ``F.interpolate(scale_factor=224 / min(H, W),
+    recompute_scale_factor=False)``.  Its output size is floored from a float product and
+    gives 223 rows for some short sides (277, 299, ...); here the size is exact.
+    """
+    height, width = rgb.shape[:2]
+    scale = float(CROP) / min(height, width)
+    out_w, out_h = resized_size(width, height)
+    x = rgb.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
+    x = torch.ops.aten.upsample_bilinear2d(x, [out_h, out_w], False, scale, scale)
+    left, top = crop_offsets(out_w, out_h)
+    return x[0, :, top:top + CROP, left:left + CROP].permute(1, 2, 0).contiguous()
+
+
+def make_preset(name: str):
+    if name == "kylemin":
+        return KyleminFrames()
+    if name == "video_features":
+        return VideoFeaturesFrames()
+    raise ValueError(f"preprocess: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")

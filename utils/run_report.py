@@ -1,0 +1,69 @@
+"""What a batch run did: counts by outcome, the FAILED lines, ``failed.jsonl`` and the manifest."""
+import json
+import logging
+import os
+import time
+from collections import Counter
+from typing import Dict, Optional
+
+log = logging.getLogger(__name__)
+
+
+class RunReport:
+    """Counts outcomes; appends failures to ``failed_file`` and every video to ``manifest_file``.
+
+    Both files are JSON lines, flushed per video, so a killed run keeps what it reported.
+    """
+
+    def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None):
+        self.started = time.time()
+        self.done = 0
+        self.skipped = 0
+        self.failed: Counter = Counter()
+        self.stacks = 0
+        self.video_seconds = 0.0
+        self.failed_file = failed_file
+        self.manifest_file = manifest_file
+        for path in (failed_file, manifest_file):
+            if path:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "w").close()
+
+    def _append(self, path: Optional[str], record: Dict) -> None:
+        if path:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def add_done(self, video: str, files: Dict[str, str], num_stacks: int, seconds: float) -> None:
+        self.done += 1
+        self.stacks += num_stacks
+        self.video_seconds += seconds
+        self._append(self.manifest_file, {"path": video, "status": "done", "outputs": files,
+                                          "Tv": num_stacks, "seconds": round(seconds, 3)})
+
+    def add_skipped(self, video: str, files: Dict[str, str]) -> None:
+        self.skipped += 1
+        self._append(self.manifest_file, {"path": video, "status": "skipped", "outputs": files})
+
+    def add_failed(self, video: str, stage: str, message: str) -> None:
+        self.failed[stage] += 1
+        log.error("FAILED %s: %s: %s", video, stage, message)
+        record = {"path": video, "stage": stage, "message": message}
+        self._append(self.failed_file, record)
+        self._append(self.manifest_file, dict(record, status="failed"))
+
+    @property
+    def num_failed(self) -> int:
+        return sum(self.failed.values())
+
+    def summary(self) -> str:
+        wall = time.time() - self.started
+        failed = ", ".join(f"{stage} {n}" for stage, n in sorted(self.failed.items()))
+        rate = self.stacks / wall if wall > 0 else 0.0
+        line = (f"done {self.done}, skipped {self.skipped} (already present), "
+                f"failed {self.num_failed}{f' ({failed})' if failed else ''}; "
+                f"{self.stacks} stacks from {self.video_seconds:.1f} s of video in {wall:.1f} s "
+                f"({rate:.2f} stacks/s)")
+        if self.num_failed and self.failed_file:
+            line += f"; failures listed in {self.failed_file}"
+        return line

@@ -1,0 +1,82 @@
+"""Gather the input paths, take this process's shard, and name each video's outputs."""
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """The list of inputs itself is unusable (not one video of it: the whole run)."""
+
+
+def _absolute(path: str) -> str:
+    """Relative paths are relative to where the user ran the command, also under Hydra."""
+    try:
+        from hydra.utils import to_absolute_path
+        return to_absolute_path(path)
+    except (ImportError, ValueError):
+        return os.path.abspath(path)
+
+
+def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> List[str]:
+    """Inputs in the order given: ``video_paths`` (one path or a list), then the list file's lines.
+
+    A path listed twice is kept once (its first place), with a warning.
+    """
+    paths: List[str] = []
+    if video_paths not in (None, ""):
+        if isinstance(video_paths, str):
+            paths.append(video_paths)
+        elif isinstance(video_paths, Sequence):
+            paths.extend(str(p) for p in video_paths)
+        else:
+            raise InputError(f"video_paths: expected a path or a list of paths, got {video_paths!r}")
+    if file_with_video_paths:
+        list_file = _absolute(file_with_video_paths)
+        try:
+            with open(list_file, encoding="utf-8") as f:
+                paths.extend(line.strip() for line in f if line.strip())
+        except OSError as e:
+            raise InputError(f"file_with_video_paths: cannot read {file_with_video_paths} "
+                             f"({e.strerror or e})") from None
+    unique: Dict[str, None] = {}
+    for p in paths:
+        p = _absolute(os.path.expanduser(p))
+        if p in unique:
+            log.warning("%s is listed more than once; extracting it once", p)
+        unique[p] = None
+    return list(unique)
+
+
+def shard_paths(paths: List[str], shard: int, num_shards: int) -> List[str]:
+    """This process's share: ``paths[shard::num_shards]`` (disjoint, complete, stable)."""
+    return paths[shard::num_shards]
+
+
+def output_names(paths: List[str], layout: str = "flat") -> List[str]:
+    """Each video's output name, relative to ``<output_path>/s3d``, without ``_<key>.<ext>``.
+
+    ``flat``: the file's stem.  ``mirror``: its folders kept, relative to the working
+    directory (or from the filesystem root for paths outside it).  Two inputs that would
+    share a name are an error, raised before any work starts.
+    """
+    names: List[str] = []
+    owner: Dict[str, str] = {}
+    cwd = os.getcwd()
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if layout == "mirror":
+            rel = os.path.relpath(p, cwd) if os.path.commonpath([p, cwd]) == cwd else p.lstrip(os.sep)
+            name = os.path.join(os.path.dirname(rel), stem)
+        else:
+            name = stem
+        if name in owner:
+            hint = ("use output_layout=mirror to keep the inputs' folders"
+                    if layout == "flat" and os.path.dirname(owner[name]) != os.path.dirname(p)
+                    else "rename one of them")
+            raise InputError(f"output name collision: {owner[name]} and {p} would both write "
+                             f"'{name}_*'; {hint}")
+        owner[name] = p
+        names.append(name)
+    return names
