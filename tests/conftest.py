@@ -1,0 +1,34 @@
+"""Shared fixtures: the sample clip, seeded random S3D weights, and a checkpoint file of them."""
+import os
+
+import pytest
+import torch
+
+from s3d_reference import random_s3d  # tests/ is on sys.path (rootdir conftest)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(REPO, "sample", "sample.mp4")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def sample_video() -> str:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """S3D with seeded weights and non-trivial BatchNorm statistics (seed 0). Do not modify."""
+    return random_s3d(0)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory, random_model) -> str:
+    """The seed-0 weights saved as the incumbent's format (plain state dict, ``base.*`` keys)."""
+    path = tmp_path_factory.mktemp("weights") / "s3d_random_seed0.pt"
+    torch.save(random_model.state_dict(), path)
+    return str(path)
