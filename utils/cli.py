@@ -69,7 +69,9 @@ def preflight(overrides: List[str]) -> Optional[str]:
     """Compose the config as Hydra will, so that a bad option fails in one line, not a page."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from utils.config import ExtractionConfig  # noqa: F401  (registers nothing by itself)
+    from utils.config import register_configs
+
+    register_configs()
 
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -102,13 +104,16 @@ def run_from_hydra(cfg: DictConfig) -> int:
         conf = OmegaConf.to_object(cfg)
         report = run(conf)
     except (ValueError, WeightsError, InputError, OmegaConfBaseException) as e:
+        log.debug("traceback (debug=true)", exc_info=True)
         message = config_error_line(e) if isinstance(e, OmegaConfBaseException) else _first_line(e)
         if multirun:
             raise RunFailed(message) from None
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted; outputs written so far are complete, rerun to resume")
+        log.debug("traceback (debug=true)", exc_info=True)
+        log.error("interrupted: every output written so far is complete; rerun the same "
+                  "command to resume")
         return 130
     if report.num_failed:
         if multirun:
