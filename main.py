@@ -4,6 +4,7 @@
 
 Options are documented in README.md and typed in utils/config.py.
 """
+import os
 import sys
 
 import hydra
@@ -24,5 +25,9 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    # Launchers such as submitit run each job in a fresh interpreter, which imports utils/ and
+    # models/ while unpickling the job: keep this checkout importable there, whatever the cwd.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")) if p)
     preflight_or_exit(sys.argv[1:])
     main()

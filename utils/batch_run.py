@@ -1,7 +1,18 @@
-"""A batch run: every input either yields complete outputs or one FAILED line, and the run goes on."""
+"""A batch run: every input either yields complete outputs or one FAILED line, and the run goes on.
+
+Order of work: gather the paths and name every output (name collisions are an error before
+anything else happens), build the extractor (a weights fault stops the run before any video
+or output is touched), then one video at a time: skip it if its outputs are complete,
+extract it, write its outputs atomically, report.  Ctrl-C stops the run after the write in
+progress; the report then says "interrupted" and the exit status is 130.
+"""
+import contextlib
 import logging
 import os
-from typing import Optional
+import signal
+import threading
+import time
+from typing import Dict, List, Optional
 
 import av.error
 
@@ -9,47 +20,162 @@ from models.s3d.extractor import ExtractS3D
 from utils.config import ExtractionConfig
 from utils.failures import ExtractionError
 from utils.run_report import RunReport
-from utils.sinks import output_files, outputs_complete, print_features, print_predictions, write_outputs
-from utils.video_paths import _absolute, collect_paths, output_names, shard_paths
+from utils.sinks import (find_temporaries, output_files, outputs_complete, print_features,
+                         print_predictions, remove_temporaries, write_outputs)
+from utils.video_paths import InputError, _absolute, collect_paths, output_names, shard_paths
 
 log = logging.getLogger(__name__)
+
+# Where an unforeseen exception was raised decides its stage (innermost frame of ours).
+_DECODE_FILES = tuple(os.path.join("utils", f) for f in ("decode.py", "preprocess.py", "stacks.py"))
+_EXPECTED = (RuntimeError, ValueError, OSError, MemoryError)
+
+
+class _Warnings(logging.Handler):
+    """Collects the warnings about one video logged while it is extracted, for the manifest.
+
+    Only those naming its path: the next video may be decoding in another thread meanwhile.
+    """
+
+    def __init__(self, path: str):
+        super().__init__(logging.WARNING)
+        self.path = path
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.path in message:
+            self.messages.append(message)
+
+
+@contextlib.contextmanager
+def _collect_warnings(path: str):
+    handler = _Warnings(path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        root.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def _interrupt_after():
+    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise it.
+
+    Only in the main thread with Python's default SIGINT handler (elsewhere it is a no-op).
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received: List[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _stage_of(exc: BaseException) -> str:
+    """``decode`` if the innermost frame of ours that raised it decodes or preprocesses,
+    else ``model``."""
+    stage = "model"
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(_DECODE_FILES) or f"{os.sep}av{os.sep}" in filename:
+            stage = "decode"
+        elif filename.endswith(os.path.join("models", "s3d", "network.py")):
+            stage = "model"
+        tb = tb.tb_next
+    return stage
+
+
+def _open_report(cfg: ExtractionConfig, root: str, saving: bool, started: float) -> RunReport:
+    suffix = "" if cfg.num_shards == 1 else f"-{cfg.shard}-of-{cfg.num_shards}"
+    try:
+        return RunReport(
+            failed_file=os.path.join(root, f"failed{suffix}.jsonl") if saving else None,
+            manifest_file=(os.path.join(root, f"manifest-{cfg.shard}-of-{cfg.num_shards}.jsonl")
+                           if saving else None),
+            started=started)
+    except OSError as e:
+        raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 
 
 def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunReport:
     """Extract every video of this shard; return the report (``report.num_failed`` > 0: exit 1)."""
+    started = time.time()
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
     names = output_names(paths, str(cfg.output_layout.value))  # on the whole list: shards agree
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
+    if not paths:
+        log.warning("the list of videos is empty: nothing to do")
     sink = cfg.on_extraction.value
     root = os.path.join(_absolute(cfg.output_path), "s3d")
     saving = sink != "print"
-    suffix = "" if cfg.num_shards == 1 else f"-{cfg.shard}-of-{cfg.num_shards}"
-    report = RunReport(
-        failed_file=os.path.join(root, f"failed{suffix}.jsonl") if saving else None,
-        manifest_file=(os.path.join(root, f"manifest-{cfg.shard}-of-{cfg.num_shards}.jsonl")
-                       if saving else None))
     if extractor is None:
-        extractor = ExtractS3D.from_config(cfg)
+        extractor = ExtractS3D.from_config(cfg)  # weights faults stop the run here
+    report = _open_report(cfg, root, saving, started)
+    temporaries = find_temporaries(root) if saving else {}
     log.info("%d videos in this shard (%d in all), %s on %s", len(mine), len(paths),
              "features to " + root if saving else "printing features", extractor.device)
-    for path, name in mine:
-        files = output_files(root, name, sink)
-        if saving and not cfg.overwrite and outputs_complete(files):
-            report.add_skipped(path, files)
-            continue
-        try:
+    # First the videos already done (skipped), then the list of those to extract, so the
+    # extractor can decode the next one while the current one computes (num_workers) and
+    # draw progress bars; a path asked for out of plan is simply extracted on its own.
+    try:
+        todo = []
+        for path, name in mine:
+            files = output_files(root, name, sink)
+            if saving:
+                remove_temporaries(files, temporaries)  # left by a killed run
+                if not cfg.overwrite and outputs_complete(files):
+                    report.add_skipped(path, files)
+                    continue
+            todo.append((path, files))
+        if report.skipped:
+            log.info("%d videos already have complete outputs (skipped), %d to extract",
+                     report.skipped, len(todo))
+        planned = getattr(extractor, "planned", None)
+        with planned([p for p, _ in todo], progress=True) if planned else contextlib.nullcontext():
+            for path, files in todo:
+                _one_video(cfg, extractor, report, path, files)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        log.info(report.summary())
+        raise
+    log.info(report.summary())
+    return report
+
+
+def _one_video(cfg: ExtractionConfig, extractor: ExtractS3D, report: RunReport, path: str,
+               files: Dict[str, str]) -> None:
+    """Extract and write one video (``files``: its outputs, ``{}`` to print); report the outcome."""
+    saving = bool(files)
+    try:
+        with _collect_warnings(path) as warnings:
             arrays = extractor.extract(path, with_logits=cfg.show_pred)
-        except ExtractionError as e:
-            report.add_failed(path, e.stage, e.message)
-            continue
-        except av.error.FFmpegError as e:
-            report.add_failed(path, "decode", str(e))
-            continue
-        except (RuntimeError, ValueError, OSError) as e:
+    except ExtractionError as e:
+        log.debug("traceback for %s", path, exc_info=True)
+        report.add_failed(path, e.stage, e.message)
+        return
+    except av.error.FFmpegError as e:
+        log.debug("traceback for %s", path, exc_info=True)
+        report.add_failed(path, "decode", str(e))
+        return
+    except Exception as e:  # noqa: BLE001 - one video must never stop the batch
+        if isinstance(e, _EXPECTED):
             log.debug("traceback for %s", path, exc_info=True)
-            report.add_failed(path, "model", f"{type(e).__name__}: {e}")
-            continue
-        spans = arrays["timestamps_ms"].tolist()
+        else:
+            log.error("unexpected error on %s (please report it with this traceback)", path,
+                      exc_info=True)
+        report.add_failed(path, _stage_of(e), f"{type(e).__name__}: {e}")
+        return
+    spans = arrays["timestamps_ms"].tolist()
+    with _interrupt_after():
         if cfg.show_pred:
             print_predictions(path, arrays.pop("logits"), spans, extractor.labels)
         try:
@@ -58,9 +184,9 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
             else:
                 print_features(path, arrays)
         except OSError as e:
-            report.add_failed(path, "write", f"{e.strerror or e}: {getattr(e, 'filename', '') or root}")
-            continue
+            log.debug("traceback for %s", path, exc_info=True)
+            where = getattr(e, "filename", None) or os.path.dirname(next(iter(files.values()), ""))
+            report.add_failed(path, "write", f"{e.strerror or e}: {where}")
+            return
         seconds = spans[-1][1] / 1000.0 if spans else 0.0
-        report.add_done(path, files, len(spans), seconds)
-    log.info(report.summary())
-    return report
+        report.add_done(path, files, len(spans), seconds, warnings)

@@ -122,6 +122,7 @@ class VideoDecoder:
         self.average_fps: Optional[Fraction] = Fraction(rate) if rate else None
         self.corrupt_packets = 0
         self.decoded_frames = 0
+        self.packets = 0
 
     @property
     def output_fps(self) -> Optional[float]:
@@ -154,7 +155,10 @@ class VideoDecoder:
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
         codec = self.stream.codec_context
+        first = end = None
         for packet in self._packets():
+            if packet is not None and packet.size:
+                self.packets += 1
             try:
                 frames = codec.decode(packet)
             except av.error.FFmpegError as e:
@@ -163,7 +167,27 @@ class VideoDecoder:
                 continue
             for frame in frames:
                 self.decoded_frames += 1
+                if frame.pts is not None:
+                    first = frame.pts if first is None else min(first, frame.pts)
+                    stop = frame.pts + (frame.duration or 0)
+                    end = stop if end is None else max(end, stop)
                 yield frame
+        self._check_complete(first, end)
+
+    def _check_complete(self, first: Optional[int], end: Optional[int]) -> None:
+        """Fail when corrupt packets outnumber decoded frames; warn when the stream ends early."""
+        if self.corrupt_packets > self.decoded_frames or not self.decoded_frames:
+            raise ExtractionError("decode", f"{self.decoded_frames} frames decoded from "
+                                  f"{self.packets} packets ({self.corrupt_packets} corrupt): too "
+                                  "little of the video is readable")
+        duration = self.stream.duration
+        if duration and first is not None and end is not None:
+            fps = self.average_fps or 25
+            slack = max(duration / 20, 2 / (fps * self.time_base))
+            if end - first < duration - slack:
+                log.warning("%s: the video stops at %.2f s of the %.2f s its container announces "
+                            "(truncated file?); features cover the decoded part only", self.path,
+                            float((end - first) * self.time_base), float(duration * self.time_base))
 
     def __iter__(self) -> Iterator[TimedFrame]:
         pending: Optional[TimedFrame] = None

@@ -33,20 +33,20 @@ def crop_offsets(width: int, height: int, size: int = CROP) -> Tuple[int, int]:
     return round((width - size) / 2), round((height - size) / 2)
 
 
-class KyleminFrames:
-    """av.VideoFrame -> (224, 224, 3) uint8, through FFmpeg's scale/format/crop filters."""
+class FilteredFrames:
+    """av.VideoFrame -> ndarray through an FFmpeg filter chain (rebuilt when the frame changes).
 
-    name = "kylemin"
+    Pixel-format conversion goes through ``format=rgb24`` in a graph, as in the ffmpeg CLI:
+    ``VideoFrame.to_ndarray(format="rgb24")`` differs from it on high-bit-depth 4:2:0 input
+    (e.g. yuv420p10le, up to 112 levels at colour edges).
+    """
 
     def __init__(self):
         self._graph = None
         self._key = None
 
     def filters(self, width: int, height: int):
-        w, h = resized_size(width, height)
-        x, y = crop_offsets(w, h)
-        return [("scale", f"{w}:{h}:flags=bilinear"), ("format", "rgb24"),
-                ("crop", f"{CROP}:{CROP}:{x}:{y}")]
+        return [("format", "rgb24")]
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         key = (frame.width, frame.height, frame.format.name)
@@ -57,6 +57,18 @@ class KyleminFrames:
         src.push(frame)
         out = list(drain(sink))
         return out[-1].to_ndarray()
+
+
+class KyleminFrames(FilteredFrames):
+    """av.VideoFrame -> (224, 224, 3) uint8, through FFmpeg's scale/format/crop filters."""
+
+    name = "kylemin"
+
+    def filters(self, width: int, height: int):
+        w, h = resized_size(width, height)
+        x, y = crop_offsets(w, h)
+        return [("scale", f"{w}:{h}:flags=bilinear"), ("format", "rgb24"),
+                ("crop", f"{CROP}:{CROP}:{x}:{y}")]
 
     @staticmethod
     def to_input(frames: torch.Tensor) -> torch.Tensor:
@@ -69,8 +81,11 @@ class VideoFeaturesFrames:
 
     name = "video_features"
 
+    def __init__(self):
+        self._rgb = FilteredFrames()
+
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = self._rgb(frame)
         return resize_crop_float(torch.from_numpy(rgb)).numpy()
 
     @staticmethod

@@ -4,7 +4,7 @@ import logging
 import os
 import time
 from collections import Counter
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +15,10 @@ class RunReport:
     Both files are JSON lines, flushed per video, so a killed run keeps what it reported.
     """
 
-    def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None):
-        self.started = time.time()
+    def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None,
+                 started: Optional[float] = None):
+        self.started = time.time() if started is None else started
+        self.interrupted = False
         self.done = 0
         self.skipped = 0
         self.failed: Counter = Counter()
@@ -31,21 +33,34 @@ class RunReport:
 
     def _append(self, path: Optional[str], record: Dict) -> None:
         if path:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            line = json.dumps(record, ensure_ascii=False)
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a file name that is not UTF-8: keep it, \u-escaped
+                line = json.dumps(record)
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+            except OSError as e:  # e.g. disk full: the run goes on, the log still has it all
+                log.error("cannot append to %s: %s", path, e.strerror or e)
 
-    def add_done(self, video: str, files: Dict[str, str], num_stacks: int, seconds: float) -> None:
+    def add_done(self, video: str, files: Dict[str, str], num_stacks: int, seconds: float,
+                 warnings: Optional[List[str]] = None) -> None:
         self.done += 1
         self.stacks += num_stacks
         self.video_seconds += seconds
-        self._append(self.manifest_file, {"path": video, "status": "done", "outputs": files,
-                                          "Tv": num_stacks, "seconds": round(seconds, 3)})
+        record = {"path": video, "status": "done", "outputs": files,
+                  "Tv": num_stacks, "seconds": round(seconds, 3)}
+        if warnings:
+            record["warnings"] = warnings
+        self._append(self.manifest_file, record)
 
     def add_skipped(self, video: str, files: Dict[str, str]) -> None:
         self.skipped += 1
         self._append(self.manifest_file, {"path": video, "status": "skipped", "outputs": files})
 
     def add_failed(self, video: str, stage: str, message: str) -> None:
+        message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said
         self.failed[stage] += 1
         log.error("FAILED %s: %s: %s", video, stage, message)
         record = {"path": video, "stage": stage, "message": message}
@@ -60,7 +75,8 @@ class RunReport:
         wall = time.time() - self.started
         failed = ", ".join(f"{stage} {n}" for stage, n in sorted(self.failed.items()))
         rate = self.stacks / wall if wall > 0 else 0.0
-        line = (f"done {self.done}, skipped {self.skipped} (already present), "
+        line = (f"{'interrupted; ' if self.interrupted else ''}"
+                f"done {self.done}, skipped {self.skipped} (already present), "
                 f"failed {self.num_failed}{f' ({failed})' if failed else ''}; "
                 f"{self.stacks} stacks from {self.video_seconds:.1f} s of video in {wall:.1f} s "
                 f"({rate:.2f} stacks/s)")

@@ -1,8 +1,9 @@
 """Where features go: the terminal, or one ``.npy``/``.pkl`` file per key, written atomically."""
+import functools
 import os
 import pickle
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -32,23 +33,48 @@ def load_output(path: str) -> np.ndarray:
         return pickle.load(f)
 
 
+TMP_SUFFIX = ".tmp"
+
+
+@functools.lru_cache(maxsize=None)
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (mkstemp's own is 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _tmp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
 def write_outputs(arrays: Dict[str, np.ndarray], files: Dict[str, str]) -> None:
     """Write every key under a temporary name in its target folder, then rename them all.
 
-    A run killed at any moment leaves either no file or a complete one under each final
-    name; ``outputs_complete`` tells whether a video's whole set is there.
+    Old files of the set are removed just before the renames, so a run killed at any
+    moment leaves under the final names either the whole old set, an incomplete set
+    (which ``outputs_complete`` rejects, so a rerun redoes the video) or the whole new
+    set: never a complete-looking mix of two extractions.
     """
     tmps = []
+    mode = _file_mode()
     try:
         for key, path in files.items():
             folder = os.path.dirname(path) or "."
             os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=TMP_SUFFIX, dir=folder)
             tmps.append((tmp, path))
+            try:
+                os.fchmod(fd, mode)
+            except OSError:  # a file system without modes: keep mkstemp's
+                pass
             with os.fdopen(fd, "wb") as f:
                 _dump(np.asarray(arrays[key]), f, path.rsplit(".", 1)[-1])
                 f.flush()
                 os.fsync(f.fileno())
+        for _, path in tmps:
+            if os.path.lexists(path):
+                os.remove(path)
         for tmp, path in tmps:
             os.replace(tmp, path)
     finally:
@@ -57,17 +83,53 @@ def write_outputs(arrays: Dict[str, np.ndarray], files: Dict[str, str]) -> None:
                 os.remove(tmp)
 
 
+def find_temporaries(root: str) -> Dict[str, List[str]]:
+    """Temporary files left under ``root`` by killed runs, by the output file they were for.
+
+    Scans the tree once (cheap even for 10^5 outputs); ``remove_temporaries`` then deletes
+    those of the videos this process owns, never another shard's files in flight.
+    """
+    found: Dict[str, List[str]] = {}
+    if not os.path.isdir(root):
+        return found
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+                continue
+            target = name[1:-len(TMP_SUFFIX)].rpartition(".")[0]  # mkstemp's random part has no dot
+            if target:
+                final = os.path.join(folder, target)
+                found.setdefault(final, []).append(os.path.join(folder, name))
+    return found
+
+
+def remove_temporaries(files: Dict[str, str], temporaries: Dict[str, List[str]]) -> None:
+    """Delete the leftover temporaries of one video's output files (see ``find_temporaries``)."""
+    for path in files.values():
+        for tmp in temporaries.pop(path, ()):
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                pass
+
+
 def outputs_complete(files: Dict[str, str]) -> bool:
-    """True when every file of the set exists and loads with the expected shape."""
+    """True when every file of the set exists and loads, with shapes that agree.
+
+    Anything else (a missing key, a truncated or garbled file) means the video is redone.
+    """
     if not files:
         return False
     try:
         arrays = {key: load_output(path) for key, path in files.items()}
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+    except Exception:  # noqa: BLE001 - a garbled pickle can raise almost anything; redo it
         return False
     feats, stamps = arrays.get("s3d"), arrays.get("timestamps_ms")
+    fps = arrays.get("fps")
     return (isinstance(feats, np.ndarray) and feats.ndim == 2 and feats.shape[1] == 1024
-            and isinstance(stamps, np.ndarray) and stamps.shape == (feats.shape[0], 2))
+            and feats.shape[0] > 0 and feats.dtype == np.float32
+            and isinstance(stamps, np.ndarray) and stamps.shape == (feats.shape[0], 2)
+            and fps is not None and np.ndim(fps) == 0)
 
 
 def print_features(path: str, arrays: Dict[str, np.ndarray]) -> None:

@@ -1,4 +1,5 @@
 """Gather the input paths, take this process's shard, and name each video's outputs."""
+import json
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -19,9 +20,40 @@ def _absolute(path: str) -> str:
         return os.path.abspath(path)
 
 
+def _list_entry(line: str) -> str:
+    """One line of a list file: a path, or a JSON object with a ``"path"`` (JSON lines).
+
+    So ``failed.jsonl`` and the manifest of a run can be given back as
+    ``file_with_video_paths`` as they are, to retry the failures.
+    """
+    if line.startswith("{"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            return record["path"]
+    return line
+
+
+def read_list_file(file_with_video_paths: str) -> List[str]:
+    """The paths of a list file: one a line, blank lines ignored, JSON-lines records accepted."""
+    list_file = _absolute(file_with_video_paths)
+    try:
+        with open(list_file, encoding="utf-8") as f:
+            return [_list_entry(line.strip()) for line in f if line.strip()]
+    except OSError as e:
+        raise InputError(f"file_with_video_paths: cannot read {file_with_video_paths} "
+                         f"({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"file_with_video_paths: {file_with_video_paths} is not UTF-8 text; "
+                         "expected one path a line") from None
+
+
 def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> List[str]:
     """Inputs in the order given: ``video_paths`` (one path or a list), then the list file's lines.
 
+    The list file may also be JSON lines with a ``"path"`` in each record (``failed.jsonl``).
     A path listed twice is kept once (its first place), with a warning.
     """
     paths: List[str] = []
@@ -33,16 +65,10 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
         else:
             raise InputError(f"video_paths: expected a path or a list of paths, got {video_paths!r}")
     if file_with_video_paths:
-        list_file = _absolute(file_with_video_paths)
-        try:
-            with open(list_file, encoding="utf-8") as f:
-                paths.extend(line.strip() for line in f if line.strip())
-        except OSError as e:
-            raise InputError(f"file_with_video_paths: cannot read {file_with_video_paths} "
-                             f"({e.strerror or e})") from None
+        paths.extend(read_list_file(file_with_video_paths))
     unique: Dict[str, None] = {}
     for p in paths:
-        p = _absolute(os.path.expanduser(p))
+        p = os.path.normpath(_absolute(os.path.expanduser(p)))
         if p in unique:
             log.warning("%s is listed more than once; extracting it once", p)
         unique[p] = None
@@ -63,7 +89,7 @@ def output_names(paths: List[str], layout: str = "flat") -> List[str]:
     """
     names: List[str] = []
     owner: Dict[str, str] = {}
-    cwd = os.getcwd()
+    cwd = os.path.normpath(_absolute("."))  # where the user ran the command, also under Hydra
     for p in paths:
         stem = os.path.splitext(os.path.basename(p))[0]
         if layout == "mirror":

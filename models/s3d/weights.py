@@ -4,13 +4,16 @@ Checkpoints are read with ``torch.load(..., weights_only=True)``: a file can car
 never code.  Loading is strict: every key and every shape, or an error that names them.
 """
 import hashlib
+import http.client
 import logging
 import os
+import pickle
+import re
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
-import pickle
 from collections import OrderedDict
 from typing import Dict, Optional
 
@@ -56,22 +59,34 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part",
                                dir=os.path.dirname(dest) or ".")
+    advice = (f"without network, get {DEFAULT_FILENAME} elsewhere and pass "
+              f"weights_path=/path/to/it")
     try:
         log.info("downloading %s to %s", url, dest)
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                announced = resp.headers.get("Content-Length")
+                received = 0
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise WeightsError(
-                f"cannot download the default S3D weights from {url} ({reason}); without "
-                f"network, get {DEFAULT_FILENAME} elsewhere and pass weights_path=/path/to/it"
-            ) from None
+                    received += len(chunk)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                reason = f"HTTP {e.code} {_one_line(e.reason)}"
+            else:
+                reason = _one_line(getattr(e, "reason", None) or e)
+            raise WeightsError(f"cannot download the default S3D weights from {url} ({reason}); "
+                               f"{advice}") from None
+        # http.client (Python 3.11) ends a body the server cut short without an error,
+        # so compare the bytes received with the announced length.
+        if announced is not None and announced.isdigit() and received != int(announced):
+            raise WeightsError(f"cannot download the default S3D weights from {url} (the "
+                               f"connection closed after {received} of {announced} bytes); "
+                               f"{advice}")
         got = git_blob_sha1(tmp)
         if got != sha1:
             raise WeightsError(f"downloaded {url} but its git blob SHA-1 is {got}, expected "
-                               f"{sha1}; the file was discarded")
+                               f"{sha1}; the file was discarded, {dest} not written")
         os.replace(tmp, dest)
         return dest
     finally:
@@ -79,24 +94,75 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
             os.remove(tmp)
 
 
+def _one_line(cause, limit: int = 200) -> str:
+    """The first line and sentence of an exception's (or any) text, for a one-line message."""
+    text = str(cause).strip()
+    if not text and isinstance(cause, BaseException):
+        return type(cause).__name__
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.split(r"(?<=[^.\s]{2})\. ", line, maxsplit=1)[0].rstrip(".")
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+_ZIP_MAGIC = b"PK\x03\x04"   # torch.save's default format is a zip archive
+_PICKLE_MAGIC = b"\x80"       # the legacy format is a pickle stream (protocol >= 2)
+
+
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat state dict (kylemin's ``module.`` prefix removed)."""
+    """Read a checkpoint file into a flat state dict (kylemin's ``module.`` prefix removed).
+
+    Both of ``torch.save``'s formats are read (zip archive and legacy pickle) with
+    ``weights_only=True``.  Any failure is a :class:`WeightsError` whose one-line message
+    names the file and the cause.
+    """
+    if os.path.isdir(path):
+        raise WeightsError(f"weights_path {path}: is a directory, expected a checkpoint file")
     if not os.path.isfile(path):
         raise WeightsError(f"weights_path {path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+    except OSError as e:
+        raise WeightsError(f"weights_path {path}: cannot read it ({_one_line(e.strerror or e)})"
+                           ) from None
+    if not head:
+        raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (starts with bytes {head.hex()}, "
+                           f"neither a zip archive nor a pickle); corrupted or the wrong file")
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: truncated or damaged checkpoint (a zip archive without its "
+                           f"end record: an interrupted download or copy?)")
+    try:
+        with warnings.catch_warnings():
+            # Damaged legacy files make torch warn about an odd pickle protocol before failing;
+            # the error below says it in one line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
-        raise WeightsError(f"{path}: not a plain-tensor checkpoint, refused to load it "
-                           f"(weights_only=True): {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise WeightsError(f"{path}: corrupted or truncated checkpoint ({first})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        # The weights-only unpickler names a refused global ("GLOBAL posix.system"); any
+        # other unpickling failure is damaged data.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise WeightsError(f"{path}: refused to load it: it holds {found.group(1)}, which is "
+                               f"not a tensor and could run code (weights_only=True)") from None
+        raise WeightsError(f"{path}: corrupted or truncated checkpoint (unreadable pickle data)"
+                           ) from None
+    except Exception as e:  # noqa: BLE001  damaged input makes torch.load fail in many ways
+        # (RuntimeError, EOFError, ValueError, KeyError, IndexError, AssertionError... seen
+        # by fuzzing truncated and bit-flipped files): all mean the file cannot be read.
+        cause = f"{type(e).__name__}: {_one_line(e)}" if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: corrupted or truncated checkpoint ({cause})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
-    if obj and all(k.startswith("module.") for k in obj):
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a state dict of tensors, found a "
+                           f"{type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise WeightsError(f"{path}: expected a state dict of tensors, but {len(bad)} value(s) "
+                           f"are not tensors: {_preview(map(str, bad))}")
+    if obj and all(isinstance(k, str) and k.startswith("module.") for k in obj):
         obj = OrderedDict((k[len("module."):], v) for k, v in obj.items())
     return obj
 
@@ -108,7 +174,7 @@ def _preview(keys) -> str:
 
 
 def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
-    """Strictly copy ``state`` into ``model``, naming every missing, unexpected or mis-shaped key."""
+    """Strictly copy ``state`` into ``model``; name every missing, unexpected or mis-shaped key."""
     expected = model.state_dict()
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
@@ -121,7 +187,8 @@ def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> 
         problems.append(f"{len(unexpected)} unexpected key(s): {_preview(unexpected)}")
     if shapes:
         more = f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""
-        problems.append(f"{len(shapes)} wrong shape(s) (file vs model): {'; '.join(shapes[:3])}{more}")
+        problems.append(f"{len(shapes)} wrong shape(s) (file vs model): "
+                        f"{'; '.join(shapes[:3])}{more}")
     if problems:
         raise WeightsError(f"{source}: not an S3D Kinetics-400 checkpoint: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)

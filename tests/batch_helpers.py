@@ -1,0 +1,115 @@
+"""Helpers for the batch-run tests: configs, the CLI in a subprocess, an FFmpeg-CLI reference."""
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from models.s3d.extractor import ExtractS3D
+from utils.config import ExtractionConfig, OnExtraction, OutputLayout
+from utils.preprocess import KyleminFrames, crop_offsets, resized_size
+from utils.sinks import load_output
+from videos import ffmpeg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, "main.py")
+STACK = 13  # the network's minimum: the cheapest forward pass
+KEYS = ("s3d", "timestamps_ms", "fps")
+
+
+def make_cfg(video_paths=None, output_path: str = "./output", **kw) -> ExtractionConfig:
+    """A config as the CLI would build it, for ``utils.batch_run.run`` in-process."""
+    kw.setdefault("stack_size", STACK)
+    kw.setdefault("step_size", kw["stack_size"])
+    kw.setdefault("device", "cpu")
+    kw["on_extraction"] = OnExtraction(kw.get("on_extraction", "save_numpy"))
+    kw["output_layout"] = OutputLayout(kw.get("output_layout", "flat"))
+    return ExtractionConfig(video_paths=video_paths, output_path=output_path, **kw)
+
+
+def make_extractor(model, stack_size: int = STACK, **kw) -> ExtractS3D:
+    kw.setdefault("step_size", stack_size)
+    return ExtractS3D(model=model, device="cpu", stack_size=stack_size, **kw)
+
+
+def run_cli(args: List[str], cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python main.py ARGS`` in ``cwd``; text output (UTF-8)."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, MAIN, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=timeout, check=False)
+
+
+def cli_args(weights: str, output_path: str, stack_size: int = STACK, **kw) -> List[str]:
+    args = {"on_extraction": "save_numpy", "device": "cpu", "weights_path": weights,
+            "stack_size": stack_size, "step_size": stack_size, "output_path": output_path}
+    args.update(kw)
+    return [f"{k}={override_value(v)}" for k, v in args.items()]
+
+
+def override_value(value) -> str:
+    """A Hydra override value: quoted when it holds characters the override grammar treats
+    specially (spaces, quotes, brackets, ``=``...); a list becomes a list of such values."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    text = str(value)
+    if text and all(c.isalnum() or c in "/._-:+" for c in text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+def read_jsonl(path: str) -> List[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_set(root: str, name: str, ext: str = "npy") -> Dict[str, np.ndarray]:
+    return {key: load_output(os.path.join(root, f"{name}_{key}.{ext}")) for key in KEYS}
+
+
+def output_files_under(root: str) -> List[str]:
+    """Every file under ``root`` (relative paths, sorted), temporaries included."""
+    found = []
+    for folder, _, names in os.walk(root):
+        found.extend(os.path.relpath(os.path.join(folder, n), root) for n in names)
+    return sorted(found)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest per-row relative L2 difference."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)))
+
+
+def assert_same_outputs(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray], tol: float = 1e-5):
+    assert got["s3d"].dtype == np.float32 and got["s3d"].shape == want["s3d"].shape
+    assert rel_err(got["s3d"], want["s3d"]) <= tol
+    np.testing.assert_allclose(got["timestamps_ms"], want["timestamps_ms"], rtol=0, atol=1e-6)
+    assert float(got["fps"]) == float(want["fps"])
+
+
+def cli_reference(path: str, model, width: int, height: int, fps: float = 25,
+                  stack_size: int = STACK, step_size: Optional[int] = None,
+                  max_stacks: Optional[int] = None) -> np.ndarray:
+    """Features computed from the FFmpeg CLI's frames, independently of our decoder.
+
+    ``width`` x ``height`` is the upright (displayed) size: the CLI applies rotation
+    metadata itself.  The chain is the ``kylemin`` preset's, as FFmpeg filters.
+    """
+    step = step_size or stack_size
+    w, h = resized_size(width, height)
+    x, y = crop_offsets(w, h)
+    vf = f"fps={fps},scale={w}:{h}:flags=bilinear,format=rgb24,crop=224:224:{x}:{y}"
+    raw = ffmpeg("-i", path, "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo",
+                 "-pix_fmt", "rgb24", "-")
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, 224, 224, 3)
+    starts = list(range(0, len(frames) - stack_size + 1, step))[:max_stacks]
+    feats = []
+    with torch.inference_mode():
+        for s in starts:
+            clip = torch.from_numpy(frames[s:s + stack_size].copy())[None]
+            inp = KyleminFrames.to_input(clip).permute(0, 4, 1, 2, 3)  # channels_last_3d, as ours
+            feats.append(model(inp)[0].float().numpy())
+    return np.concatenate(feats) if feats else np.zeros((0, 1024), np.float32)

@@ -1,0 +1,127 @@
+"""``python -m utils.manifests``: the per-shard manifests merged into one summary."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import REPO
+from utils.manifests import main, merge
+
+
+def write_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):
+    files = {key: os.path.join(folder, f"{stem}_{key}.npy") for key in ("s3d", "timestamps_ms", "fps")}
+    np.save(files["s3d"], np.zeros((tv, 1024), np.float32))
+    starts = np.arange(tv) * step_ms
+    np.save(files["timestamps_ms"], np.stack([starts, starts + step_ms], 1))
+    np.save(files["fps"], np.float64(fps))
+    return files
+
+
+def write_manifest(folder, shard, num_shards, records, age=0.0):
+    path = os.path.join(folder, f"manifest-{shard}-of-{num_shards}.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def done(path, files, tv, seconds):
+    return {"path": path, "status": "done", "outputs": files, "Tv": tv, "seconds": seconds}
+
+
+def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog):
+    s3d = tmp_path / "out" / "s3d"
+    s3d.mkdir(parents=True)
+    a = write_outputs(str(s3d), "a", 3)
+    b = write_outputs(str(s3d), "b", 2)
+    c = write_outputs(str(s3d), "c", 4)
+    # shard 0 ran, was killed and restarted: its new manifest says "skipped" for a
+    write_manifest(s3d, 0, 2, [
+        {"path": "/v/a.mp4", "status": "skipped", "outputs": a},
+        done("/v/c.mp4", c, 4, 10.24),
+        {"path": "/v/e.mp4", "status": "failed", "stage": "too_short", "message": "9 frames"},
+    ])
+    write_manifest(s3d, 1, 2, [
+        done("/v/b.mp4", b, 2, 5.12),
+        {"path": "/v/d.mp4", "status": "failed", "stage": "decode", "message": "bad packet"},
+        '{"path": "/v/f.mp4", "stat',  # a line cut short by a kill
+    ])
+    summary = merge(str(tmp_path / "out"))
+    assert (summary.done, summary.skipped, summary.failed) == (2, 1, 2)
+    assert summary.stacks == 9  # a's Tv read from its outputs
+    assert abs(summary.seconds - (3 * 2.56 + 10.24 + 5.12)) < 1e-6
+    assert summary.missing_shards == [] and not summary.complete
+
+    assert main([str(tmp_path / "out")]) == 1
+    out = capsys.readouterr()
+    assert "2 of 2 shard manifests (num_shards=2)" in out.out
+    assert "done 2, skipped 1 (outputs already present), failed 2" in out.out
+    assert "9 stacks (Tv) from 23.0 s of video" in out.out
+    assert "FAILED /v/e.mp4: too_short: 9 frames" in out.out
+    assert "FAILED /v/d.mp4: decode: bad packet" in out.out
+    assert "manifest-1-of-2.jsonl:3: not a JSON line, skipped" in caplog.text
+
+
+def test_merge_reports_missing_shards_and_unreported_inputs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s3d = tmp_path / "out" / "s3d"
+    s3d.mkdir(parents=True)
+    videos = [str(tmp_path / f"v{i}.mp4") for i in range(7)]
+    (tmp_path / "list.txt").write_text("\n".join(f"v{i}.mp4" for i in range(7)) + "\n\n")
+    # num_shards=4: shard 0 takes v0, v4; shard 2 takes v2, v6; shards 1 and 3 never started
+    for shard in (0, 2):
+        records = []
+        for path in videos[shard::4]:
+            files = write_outputs(str(s3d), os.path.basename(path)[:-4], 1)
+            records.append(done(path, files, 1, 2.56))
+        write_manifest(s3d, shard, 4, records)
+    # an older run with 2 shards reported v1 as failed: the newer run's records win
+    write_manifest(s3d, 0, 2, [{"path": videos[1], "status": "failed", "stage": "decode",
+                                "message": "old"}], age=3600)
+    summary = merge(str(tmp_path / "out"), "list.txt")
+    assert summary.num_shards == 4 and summary.missing_shards == [1, 3]
+    assert summary.other_num_shards == [2]
+    assert summary.unreported == [videos[3], videos[5]]  # v1 was reported (failed) by the old run
+    assert summary.unreported_shards == [1, 3]
+
+    assert main(["out", "--file_with_video_paths", "list.txt"]) == 1
+    text = capsys.readouterr().out
+    assert "2 of 4 shard manifests (num_shards=4); none yet from shard(s) 1, 3" in text
+    assert "earlier runs with num_shards=2" in text
+    assert "7 listed, 5 reported, 2 not reported yet" in text
+    assert "-m shard=1,3 num_shards=4" in text
+
+    assert main(["out", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["missing_shards"] == [1, 3] and data["done"] == 4 and data["failed"] == 1
+
+
+def test_complete_run_exits_zero_and_no_manifest_exits_two(tmp_path, capsys):
+    s3d = tmp_path / "s3d"
+    s3d.mkdir()
+    files = write_outputs(str(s3d), "a", 1)
+    write_manifest(s3d, 0, 1, [done("/v/a.mp4", files, 1, 2.56)])
+    assert main([str(tmp_path)]) == 0
+    assert main([str(s3d)]) == 0  # the s3d folder itself works too
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "no manifest-<shard>-of-<num_shards>.jsonl" in capsys.readouterr().err
+
+
+def test_runs_as_a_module(tmp_path):
+    s3d = tmp_path / "s3d"
+    s3d.mkdir()
+    write_manifest(s3d, 0, 1, [])
+    proc = subprocess.run([sys.executable, "-m", "utils.manifests", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "videos: 0 reported" in proc.stdout
+    # a plain module: no torch, no Hydra launcher
+    proc = subprocess.run([sys.executable, "-c", "import sys, utils.manifests; "
+                           "print(sorted(m for m in ('torch', 'joblib', 'submitit') if m in sys.modules))"],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    assert proc.stdout.strip() == "[]", proc.stderr

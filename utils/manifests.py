@@ -1,0 +1,277 @@
+"""Merge the per-shard manifests of a (sharded) run into one summary.
+
+Every process of a run writes ``<output_path>/s3d/manifest-<shard>-of-<num_shards>.jsonl``:
+one JSON line a video (``path``, ``status`` done / skipped / failed, ``outputs``, ``Tv``,
+``seconds``, or ``stage`` and ``message`` for a failure).  This command reads them all:
+
+    python -m utils.manifests OUTPUT_PATH [--file_with_video_paths LIST] [--json]
+
+It prints the totals (done, skipped, failed, stacks, seconds of video), every failure, the
+shards that left no manifest, and, given the run's input list, the videos no shard has
+reported yet with the ``shard=...`` override that reruns just their shards.  Exit status: 0
+when everything is accounted for and nothing failed, 1 otherwise, 2 when there is nothing to
+read.  A video reported more than once (a shard restarted, or runs with another num_shards)
+counts once, by its latest record.
+"""
+import argparse
+import json
+import logging
+import os
+import pickle
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
+
+
+@dataclass
+class Manifest:
+    shard: int
+    num_shards: int
+    path: str
+
+
+@dataclass
+class Summary:
+    folder: str
+    manifests: List[Manifest] = field(default_factory=list)
+    records: Dict[str, dict] = field(default_factory=dict)  # input path -> its latest record
+    done: int = 0
+    skipped: int = 0
+    stacks: int = 0
+    seconds: float = 0.0
+    unmeasured: int = 0  # skipped videos whose outputs could not be read for Tv / seconds
+    failures: List[dict] = field(default_factory=list)
+    num_shards: Optional[int] = None  # of the latest manifest: the run that counts
+    missing_shards: List[int] = field(default_factory=list)  # of num_shards, no manifest yet
+    other_num_shards: List[int] = field(default_factory=list)  # older runs sharded otherwise
+    inputs: Optional[int] = None  # length of the input list, when given
+    unreported: List[str] = field(default_factory=list)
+    unreported_shards: List[int] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failures or self.unreported or self.missing_shards)
+
+    def as_dict(self) -> dict:
+        return {
+            "folder": self.folder,
+            "manifests": [m.path for m in self.manifests],
+            "videos": len(self.records), "done": self.done, "skipped": self.skipped,
+            "failed": self.failed, "Tv": self.stacks, "seconds": round(self.seconds, 3),
+            "unmeasured": self.unmeasured, "failures": self.failures,
+            "num_shards": self.num_shards, "missing_shards": self.missing_shards,
+            "other_num_shards": self.other_num_shards,
+            "inputs": self.inputs, "unreported": self.unreported,
+            "unreported_shards": self.unreported_shards,
+            "complete": self.complete,
+        }
+
+
+def manifest_folder(output_path: str) -> str:
+    """``<output_path>/s3d``; the folder itself when it already holds manifests."""
+    sub = os.path.join(output_path, "s3d")
+    if os.path.isdir(sub):
+        return sub
+    return output_path
+
+
+def find_manifests(folder: str) -> List[Manifest]:
+    """The folder's manifests, oldest first (by modification time), so later ones win."""
+    found = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        m = MANIFEST_RE.match(name)
+        if m:
+            path = os.path.join(folder, name)
+            found.append((os.path.getmtime(path), name, Manifest(int(m[1]), int(m[2]), path)))
+    return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
+
+
+def read_records(path: str) -> Iterator[dict]:
+    """The manifest's JSON lines; a damaged line (a shard killed mid-write) is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: not a JSON line, skipped", path, number)
+                continue
+            if isinstance(record, dict) and "path" in record and "status" in record:
+                yield record
+            else:
+                log.warning("%s:%d: not a manifest record, skipped", path, number)
+
+
+def _load(path: str):
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def measure_outputs(outputs: Dict[str, str]) -> Optional[Tuple[int, float]]:
+    """(Tv, seconds of video) of a video's saved outputs, or None when they cannot be read."""
+    try:
+        feats = _load(outputs["s3d"])
+        stamps = _load(outputs["timestamps_ms"])
+        tv = int(feats.shape[0])
+        seconds = float(stamps[-1][1]) / 1000.0 if tv else 0.0
+    except (KeyError, OSError, ValueError, EOFError, IndexError, TypeError, AttributeError,
+            pickle.UnpicklingError) as e:
+        log.warning("cannot read the outputs %s: %s", outputs.get("s3d", outputs), e)
+        return None
+    return tv, seconds
+
+
+def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
+    folder = manifest_folder(output_path)
+    summary = Summary(folder=folder, manifests=find_manifests(folder))
+    measured: Dict[str, Tuple[int, float]] = {}  # from "done" records, for later "skipped" ones
+    for manifest in summary.manifests:
+        for record in read_records(manifest.path):
+            path = record["path"]
+            summary.records[path] = record
+            if record["status"] == "done" and "Tv" in record:
+                measured[path] = (int(record["Tv"]), float(record.get("seconds", 0.0)))
+
+    for path, record in summary.records.items():
+        status = record["status"]
+        if status == "failed":
+            summary.failures.append({"path": path, "stage": record.get("stage", "?"),
+                                     "message": record.get("message", "")})
+            continue
+        if status == "done":
+            summary.done += 1
+        else:
+            summary.skipped += 1
+        stats = measured.get(path)
+        if stats is None:
+            stats = measure_outputs(record.get("outputs") or {})
+        if stats is None:
+            summary.unmeasured += 1
+            continue
+        summary.stacks += stats[0]
+        summary.seconds += stats[1]
+
+    if summary.manifests:
+        k = summary.num_shards = summary.manifests[-1].num_shards
+        found = {m.shard for m in summary.manifests if m.num_shards == k}
+        summary.missing_shards = sorted(set(range(k)) - found)
+        summary.other_num_shards = sorted({m.num_shards for m in summary.manifests} - {k})
+
+    if file_with_video_paths is not None:
+        _check_inputs(summary, file_with_video_paths)
+    return summary
+
+
+def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
+    """Compare with the run's input list, sharded as the run shards it."""
+    from utils.video_paths import collect_paths
+
+    paths = collect_paths(None, file_with_video_paths)
+    summary.inputs = len(paths)
+    summary.unreported = [p for p in paths if p not in summary.records]
+    if not summary.unreported:
+        return
+    k = summary.num_shards or 1
+    index = {p: i for i, p in enumerate(paths)}
+    summary.unreported_shards = sorted({index[p] % k for p in summary.unreported})
+
+
+def format_summary(s: Summary, max_listed: int = 50) -> str:
+    lines = []
+    k = s.num_shards
+    text = f"{s.folder}: {k - len(s.missing_shards)} of {k} shard manifests (num_shards={k})"
+    if s.missing_shards:
+        text += f"; none yet from shard(s) {_ranges(s.missing_shards)}"
+    lines.append(text)
+    if s.other_num_shards:
+        lines.append(f"note: also manifests of earlier runs with num_shards="
+                     f"{', '.join(map(str, s.other_num_shards))}; each video counts once, "
+                     "by its latest record")
+    lines.append(f"videos: {len(s.records)} reported: done {s.done}, skipped {s.skipped} "
+                 f"(outputs already present), failed {s.failed}")
+    stacks = f"features: {s.stacks} stacks (Tv) from {s.seconds:.1f} s of video"
+    if s.unmeasured:
+        stacks += f" ({s.unmeasured} skipped video(s) with unreadable outputs not counted)"
+    lines.append(stacks)
+    if s.inputs is not None:
+        lines.append(f"inputs: {s.inputs} listed, {s.inputs - len(s.unreported)} reported, "
+                     f"{len(s.unreported)} not reported yet")
+        for path in s.unreported[:max_listed]:
+            lines.append(f"  not reported: {path}")
+        if len(s.unreported) > max_listed:
+            lines.append(f"  ... and {len(s.unreported) - max_listed} more")
+        if s.unreported:
+            lines.append(f"  to rerun just their shards: -m shard={','.join(map(str, s.unreported_shards))} "
+                         f"num_shards={s.num_shards} (finished videos are skipped)")
+    if s.failures:
+        lines.append(f"failed: {s.failed}")
+        for fail in s.failures[:max_listed]:
+            lines.append(f"  FAILED {fail['path']}: {fail['stage']}: {fail['message']}")
+        if s.failed > max_listed:
+            lines.append(f"  ... and {s.failed - max_listed} more (--json lists them all)")
+    return "\n".join(lines)
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    parts, start, prev = [], None, None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:
+            prev = n
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else str(start))
+            start = prev = n
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else str(start))
+    return ", ".join(parts)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.manifests",
+        description="Merge the per-shard manifests under OUTPUT_PATH/s3d into one summary.")
+    parser.add_argument("output_path", help="the run's output_path (or its s3d folder)")
+    parser.add_argument("--file_with_video_paths", metavar="LIST",
+                        help="the run's input list: also report videos no shard has reported "
+                             "(relative paths resolve against the current directory, as in the run)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
+
+    from utils.video_paths import InputError
+
+    try:
+        summary = merge(args.output_path, args.file_with_video_paths)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not summary.manifests:
+        print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {summary.folder} "
+              "(manifests are written with on_extraction=save_numpy or save_pickle)", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_summary(summary))
+    return 0 if summary.complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
