@@ -81,6 +81,48 @@ def machine() -> str:
     return text
 
 
+# -- the machine's ceiling ----------------------------------------------------------------------
+def network_gflop(model) -> float:
+    """GFLOP of one 64x224x224 stack through the network (torch's FLOP counter, 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.cpu().eval()(torch.zeros(1, 3, STACK, 224, 224))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(device: str, n: int = 4096, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul: what the BLAS reaches on this machine's cores."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev)
+    b = torch.randn(n, n, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    flags = (torch.backends.cuda.matmul.allow_tf32, False)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a @ b
+        sync()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            sync()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = flags[0]
+    return 2 * n ** 3 / best / 1e9
+
+
+def ceiling(args, model) -> Dict:
+    """The network's FLOPs and the fastest a stack can go here if every FLOP ran at matmul speed."""
+    gflop = network_gflop(model)
+    rate = matmul_gflops(args.device)
+    log.info("network: %.1f GFLOP per stack; fp32 matmul: %.0f GFLOP/s -> floor %.2f s per stack",
+             gflop, rate, gflop / rate)
+    return {"gflop_per_stack": gflop, "matmul_gflops": rate, "floor_s_per_stack": gflop / rate}
+
+
 # -- (a) the network ---------------------------------------------------------------------------
 def network_part(args, model) -> List[Dict]:
     """Seconds per stack of every variant, measured round-robin over the same stacks.
@@ -289,20 +331,29 @@ def cli_part(args, model, net_rows: List[Dict]) -> Dict:
 
 
 # -- the report --------------------------------------------------------------------------------
-def report(args, info: str, net_rows: List[Dict], cli: Optional[Dict]) -> str:
+def report(args, info: str, net_rows: List[Dict], cli: Optional[Dict], ceil: Dict) -> str:
+    base_s = next(r for r in net_rows if r.get("key") == "baseline")["s_per_stack"]
+    floor_x = base_s / ceil["floor_s_per_stack"]
     lines = [f"Machine: {info}", f"Command: python benchmarks/bench_s3d.py {' '.join(sys.argv[1:])}",
              "", "(a) Network, 64x224x224 stacks, fp32 unless said; median over rounds", "",
-             "| variant | s/stack | stacks/s | vs baseline | max rel. error vs baseline |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| variant | s/stack | stacks/s | vs baseline | max rel. error vs baseline | "
+             "share of matmul speed |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in net_rows:
         extra = f" (first batch {r['warmup_s']:.0f} s)" if r.get("key") == "compile" else ""
         lines.append(f"| {r['name']}{extra} | {r['s_per_stack']:.3f} | {r['stacks_per_s']:.3f} | "
-                     f"{r['speedup']:.2f}x | {r['rel_err']:.1e} |")
+                     f"{r['speedup']:.2f}x | {r['rel_err']:.1e} | "
+                     f"{100 * ceil['floor_s_per_stack'] / r['s_per_stack']:.0f} % |")
+    lines += ["", f"Ceiling: {ceil['gflop_per_stack']:.1f} GFLOP per stack; a {4096}x{4096} fp32 "
+              f"matmul runs at {ceil['matmul_gflops']:.0f} GFLOP/s here, so a stack whose every "
+              f"FLOP ran at matmul speed would take {ceil['floor_s_per_stack']:.2f} s, "
+              f"{floor_x:.2f}x the baseline: no variant can beat that by much on this machine."]
     checks = []
     for key, need in TARGETS.items():
         row = next((r for r in net_rows if r.get("key") == key), None)
         if row is not None:
-            checks.append((f"network {key}: >= {need}x baseline, error < 1e-5",
+            reach = "" if need <= floor_x else f" (above the {floor_x:.2f}x ceiling here)"
+            checks.append((f"network {key}: >= {need}x baseline{reach}, error < 1e-5",
                            row["speedup"] >= need and row["rel_err"] < 1e-5,
                            f"{row['speedup']:.2f}x, {row['rel_err']:.1e}"))
     if cli:
@@ -380,12 +431,14 @@ def main(argv=None) -> int:
     log.info("%s", info)
     model = random_weights()
     t0 = time.perf_counter()
+    ceil = ceiling(args, model)
     net_rows = network_part(args, model)
     cli = None if args.skip_cli else cli_part(args, model, net_rows)
-    table = report(args, info, net_rows, cli)
+    table = report(args, info, net_rows, cli, ceil)
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": info, "args": vars(args), "network": net_rows, "cli": cli,
+        json.dump({"machine": info, "args": vars(args), "ceiling": ceil, "network": net_rows,
+                   "cli": cli,
                    "total_s": time.perf_counter() - t0}, f, indent=2)
     print(table)
     log.info("benchmark took %.0f s; results in %s", time.perf_counter() - t0,

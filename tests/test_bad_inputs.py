@@ -105,7 +105,7 @@ FAILING = {
     "truncated_moov_at_end": ("open", ["not a readable video"]),
     "audio_only": ("open", ["no video stream"]),
     "shorter_than_stack": ("too_short", ["10 frames", f"stack_size={STACK}"]),
-    "one_frame": ("too_short", ["1 frame", f"stack_size={STACK}"]),
+    "one_frame": ("too_short", ["1 frame at", f"stack_size={STACK}"]),
     "noise_most": ("decode", ["corrupt"]),
 }
 # name -> upright (displayed) size, for the FFmpeg CLI reference

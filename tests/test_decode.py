@@ -13,7 +13,7 @@ import pytest
 
 import utils.decode
 from utils.decode import VideoDecoder
-from videos import cli_frames, ffmpeg, synth
+from videos import cli_frames, clip_maker, ffmpeg
 
 SIZE = (64, 48)  # small, non-square: a transposed frame cannot pass for an upright one
 
@@ -21,16 +21,7 @@ SIZE = (64, 48)  # small, non-square: a transposed frame cannot pass for an upri
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """``clip(name, **synth_kwargs)``: a synthetic clip, made once per module."""
-    folder = tmp_path_factory.mktemp("decode_clips")
-    made = {}
-
-    def make(name, **kwargs):
-        if name not in made:
-            kwargs.setdefault("size", f"{SIZE[0]}x{SIZE[1]}")
-            made[name] = synth(str(folder / name), **kwargs)
-        return made[name]
-
-    return make
+    return clip_maker(tmp_path_factory.mktemp("decode_clips"), size=f"{SIZE[0]}x{SIZE[1]}")
 
 
 def geometry(path):

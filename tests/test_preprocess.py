@@ -16,22 +16,13 @@ from utils.decode import VideoDecoder
 from utils.preprocess import (CROP, KyleminFrames, VideoFeaturesFrames, crop_offsets,
                               make_preset, resize_crop_float, resized_size)
 from utils.stacks import StackCutter, num_stacks
-from videos import cli_frames, ffmpeg, synth
+from videos import cli_frames, clip_maker, ffmpeg
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """``clip(name, **synth_kwargs)``: a synthetic one-second clip, made once per module."""
-    folder = tmp_path_factory.mktemp("preprocess_clips")
-    made = {}
-
-    def make(name, **kwargs):
-        if name not in made:
-            kwargs.setdefault("seconds", 1)
-            made[name] = synth(str(folder / name), **kwargs)
-        return made[name]
-
-    return make
+    return clip_maker(tmp_path_factory.mktemp("preprocess_clips"), seconds=1)
 
 
 CLIPS = {

@@ -28,6 +28,20 @@ def synth(path: str, seconds: float = 3.0, rate: str = "25", size: str = "320x24
     return path
 
 
+def clip_maker(folder, **defaults):
+    """``make(name, **synth_kwargs)``: a synthetic clip in ``folder``, made once per name.
+
+    ``defaults`` fill in the ``synth`` arguments a call leaves out."""
+    made = {}
+
+    def make(name: str, **kwargs) -> str:
+        if name not in made:
+            made[name] = synth(str(folder / name), **{**defaults, **kwargs})
+        return made[name]
+
+    return make
+
+
 def cli_frames(path: str, vf: str, width: int, height: int):
     """Frames of ``ffmpeg -i path -vf vf -f rawvideo -pix_fmt rgb24 -`` as (N, H, W, 3) uint8."""
     import numpy as np

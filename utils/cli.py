@@ -15,8 +15,18 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 CONFIG_NAME = "config"
 
 
-class RunFailed(Exception):
-    """Raised in multirun jobs, where Hydra turns it into a failed job and exit status 1."""
+def _compact_error_base():
+    from hydra.errors import CompactHydraException
+
+    return CompactHydraException
+
+
+class RunFailed(_compact_error_base()):
+    """Raised in multirun jobs, where Hydra turns it into a failed job and exit status 1.
+
+    A ``CompactHydraException``: Hydra prints the job's overrides and this one line, not a
+    traceback (``debug=true`` still logs the tracebacks of the failures themselves).
+    """
 
 
 def setup_logging(debug: bool = False) -> None:
@@ -117,6 +127,7 @@ def run_from_hydra(cfg: DictConfig) -> int:
         return 130
     if report.num_failed:
         if multirun:
-            raise RunFailed(f"{report.num_failed} video(s) failed")
+            where = f"; listed in {report.failed_file}" if report.failed_file else ""
+            raise RunFailed(f"{report.num_failed} video(s) failed{where}")
         return 1
     return 0

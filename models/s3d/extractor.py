@@ -191,7 +191,8 @@ class ExtractS3D:
                 rate = f" at {info['fps']:g} fps" if info.get("fps") else ""
                 corrupt = (f" ({decoder.corrupt_packets} corrupt packets skipped)"
                            if decoder.corrupt_packets else "")
-                raise ExtractionError("too_short", f"{n} frames{rate}{corrupt}, fewer than "
+                frames = f"{n} frame" if n == 1 else f"{n} frames"
+                raise ExtractionError("too_short", f"{frames}{rate}{corrupt}, fewer than "
                                       f"stack_size={self.stack_size}")
             if decoder.corrupt_packets:
                 log.warning("%s: %d corrupt packets skipped while decoding",
