@@ -1,6 +1,7 @@
 """Benchmark of the S3D extractor: network speed, end-to-end CLI runs, and pipeline idle time.
 
-    python benchmarks/bench_s3d.py            # full run (about 15-25 min on a 2-core CPU)
+    python benchmarks/bench_s3d.py            # full run (about 10 min on a 2-core CPU; the first run also
+                                              # generates the videos, about 10 min more)
     python benchmarks/bench_s3d.py --quick    # a few minutes: checks the script, rough numbers
 
 One process, one run, three parts:
