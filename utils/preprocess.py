@@ -18,7 +18,6 @@ import torch
 from utils.decode import build_graph, drain
 
 CROP = 224
-PRESETS = ("kylemin", "video_features")
 
 
 def resized_size(width: int, height: int, short: int = CROP) -> Tuple[int, int]:
@@ -109,9 +108,19 @@ def resize_crop_float(rgb: torch.Tensor) -> torch.Tensor:
     return x[0, :, top:top + CROP, left:left + CROP].permute(1, 2, 0).contiguous()
 
 
+PRESETS = {"kylemin": KyleminFrames, "video_features": VideoFeaturesFrames}
+
+
+def preset_class(name: str):
+    """The preset's class: instances convert one video's frames (they keep its filter graph),
+    the class's ``to_input`` turns a batch of their frames into the network's input."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"preprocess: unknown preset {name!r}; expected one of "
+                         f"{', '.join(PRESETS)}") from None
+
+
 def make_preset(name: str):
-    if name == "kylemin":
-        return KyleminFrames()
-    if name == "video_features":
-        return VideoFeaturesFrames()
-    raise ValueError(f"preprocess: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    """A new frame converter for one video."""
+    return preset_class(name)()

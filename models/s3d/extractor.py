@@ -35,7 +35,7 @@ from utils.decode import VideoDecoder
 from utils.device import resolve_device
 from utils.failures import ExtractionError
 from utils.prefetch import prefetch, prefetch_jobs
-from utils.preprocess import make_preset
+from utils.preprocess import preset_class
 from utils.stacks import Stack, StackCutter, num_stacks
 from utils.tmp_video import ResampledVideoWriter
 
@@ -123,7 +123,7 @@ class ExtractS3D:
         self.step_size = step_size
         self.extraction_fps = extraction_fps
         self.preprocess = preprocess
-        make_preset(preprocess)  # validates the name now, not at the first video
+        self._preset = preset_class(preprocess)  # validates the name now, not at the first video
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = batch_size or (CUDA_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         self.keep_tmp_files = keep_tmp_files
@@ -157,7 +157,7 @@ class ExtractS3D:
 
     # -- stages (run in the decoding threads) -----------------------------------------------
     def _stacks(self, path: str, info: dict) -> Iterator[Stack]:
-        preset = make_preset(self.preprocess)
+        preset = self._preset()  # one per video: it keeps that video's filter graph
         writer = None
         with VideoDecoder(path, self.extraction_fps) as decoder:
             info["fps"] = decoder.output_fps
@@ -237,12 +237,11 @@ class ExtractS3D:
         return self._forward(frames)
 
     def _forward(self, frames: torch.Tensor):
-        preset = make_preset(self.preprocess)
         # Inputs are always made inside inference_mode and in channels_last_3d: a compiled
         # graph recompiles if either changes between calls.
         with torch.inference_mode():
             x = frames.to(self.device, non_blocking=True)
-            x = preset.to_input(x).permute(0, 4, 1, 2, 3)  # NDHWC storage = channels_last_3d
+            x = self._preset.to_input(x).permute(0, 4, 1, 2, 3)  # NDHWC storage = channels_last_3d
             with autocast(self.device, self.precision), self._cudnn_flags():
                 features, logits = self.net(x)
             return features.float().cpu(), logits.float().cpu()
@@ -277,14 +276,6 @@ class ExtractS3D:
             raise ExtractionError("model", text.strip().splitlines()[0]) from None
 
     # -- API ------------------------------------------------------------------------------
-    def iter_extract(self, path: str, info: Optional[dict] = None):
-        """Yield ``(features, logits, start_ms, end_ms)`` per batch of stacks, streaming."""
-        info = {} if info is None else info
-        depth = self.prefetch_batches if self.num_workers > 0 else 0
-        for batch in prefetch(self._batches(path, info), depth):
-            features, logits = self._run_batch(batch)
-            yield features, logits, batch.start_ms, batch.end_ms
-
     def _consume(self, batches: Iterator[Batch], info: dict, with_logits: bool,
                  stats: PipelineStats, progress=None) -> Dict[str, np.ndarray]:
         feats, logits, spans = [], [], []
@@ -330,7 +321,7 @@ class ExtractS3D:
 
         paths = list(paths)
         plan = _Plan(self, paths, RunProgress(len(paths), enabled=None if progress else False))
-        self._plan, previous = plan, getattr(self, "_plan", None)
+        self._plan, previous = plan, self._plan
         try:
             yield plan
         finally:
@@ -358,7 +349,7 @@ class ExtractS3D:
 
     def extract(self, path: str, with_logits: bool = False) -> Dict[str, np.ndarray]:
         """Features of one video: ``s3d`` (Tv, 1024) float32, ``timestamps_ms`` (Tv, 2), ``fps``."""
-        plan = getattr(self, "_plan", None)
+        plan = self._plan
         taken = plan.take(path) if plan is not None else None
         if taken is None:
             info: dict = {}
