@@ -367,6 +367,23 @@ def test_prefetch_jobs_order_bound_errors_and_early_exit():
     assert all(s.closed for s in sources)
 
 
+def test_prefetch_jobs_does_not_run_ahead_through_short_videos():
+    """Videos shorter than the queue never block their producer: the bound is on jobs too."""
+    sources = [Source(1) for _ in range(50)]
+    streams = prefetch_jobs([lambda s=s: iter(s) for s in sources], workers=1, depth=2)
+    first = next(streams)
+    assert wait_until(lambda: sources[1].produced == 1)  # the next video is decoded ahead ...
+    time.sleep(0.3)
+    assert [s.produced for s in sources[2:]] == [0] * 48  # ... and no further
+    assert list(first) == [0]
+    second = next(streams)
+    assert wait_until(lambda: sources[2].produced == 1)
+    time.sleep(0.3)
+    assert [s.produced for s in sources[3:]] == [0] * 47
+    assert [list(second)] + [list(s) for s in streams] == [[0]] * 49
+    assert wait_until(no_prefetch_threads)
+
+
 def test_prefetch_jobs_inline():
     streams = prefetch_jobs([lambda: iter(Source(3)), lambda: iter(Source(2))], workers=0, depth=2)
     assert [list(s) for s in streams] == [[0, 1, 2], [0, 1]]

@@ -7,7 +7,9 @@ independent of a video's length.  Exceptions reach the consumer at the point the
 
 ``prefetch_jobs(jobs, workers, depth)``: many streams (one per video), consumed in order, with
 up to ``workers`` of them produced at once, so that decoding of the next video starts while
-the current one is still being computed.  At most ``workers * depth`` items wait in memory.
+the current one is still being computed: a job starts only when it is at most ``workers``
+jobs after the one being consumed, so at most ``(workers + 1) * depth`` items wait in memory,
+however short the videos are.
 """
 import logging
 import queue
@@ -100,7 +102,11 @@ def _produce(job: Callable[[], Iterable], channel: _Channel) -> None:
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            close()  # runs the generator's cleanup (closes the decoder) in this thread
+            try:
+                close()  # runs the generator's cleanup (closes the decoder) in this thread
+            except Exception:  # noqa: BLE001 -- a worker must outlive one job's cleanup
+                log.warning("cleaning up after a stream that was left early failed",
+                            exc_info=True)
         _producer.channel = None
     channel.put(_DONE)
 
@@ -147,7 +153,7 @@ def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,
     """Yield one stream of items per job, in job order.
 
     Up to ``workers`` threads run the jobs in order, each at most ``depth`` items ahead of the
-    consumer; ``workers <= 0`` runs every job inline when its stream is read.  A stream may be
+    consumer and at most ``workers`` jobs after the stream being consumed; ``workers <= 0`` runs every job inline when its stream is read.  A stream may be
     left before its end (the next stream, or closing this generator, stops its producer).  An
     exception raised by a job comes out of its stream, and the next streams go on.
     """
@@ -161,10 +167,14 @@ def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,
     ready = threading.Condition()
     closing = threading.Event()
     next_job = [0]
+    consuming = [0]  # the index of the stream the consumer is on
 
     def work() -> None:
         while True:
             with ready:
+                while (not closing.is_set() and next_job[0] < len(jobs)
+                       and next_job[0] > consuming[0] + workers):
+                    ready.wait()
                 index = next_job[0]
                 if closing.is_set() or index >= len(jobs):
                     return
@@ -181,6 +191,8 @@ def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,
     try:
         for index in range(len(jobs)):
             with ready:
+                consuming[0] = index
+                ready.notify_all()
                 while channels[index] is None:
                     ready.wait()
                 channel = channels[index]
@@ -191,6 +203,7 @@ def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,
     finally:
         with ready:  # no worker starts a job after this
             closing.set()
+            ready.notify_all()
             started = [channel for channel in channels if channel is not None]
         if current is not None:
             current.close()
