@@ -11,13 +11,12 @@ import torch
 from models.s3d.extractor import ExtractS3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
 from utils.preprocess import KyleminFrames, crop_offsets, resized_size
-from utils.sinks import load_output
+from utils.sinks import KEYS, load_output, output_files  # noqa: F401 -- KEYS: for the tests
 from videos import ffmpeg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "main.py")
 STACK = 13  # the network's minimum: the cheapest forward pass
-KEYS = ("s3d", "timestamps_ms", "fps")
 
 
 def make_cfg(video_paths=None, output_path: str = "./output", **kw) -> ExtractionConfig:
@@ -36,8 +35,10 @@ def make_extractor(model, stack_size: int = STACK, **kw) -> ExtractS3D:
 
 
 def run_cli(args: List[str], cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python main.py ARGS`` in ``cwd``; text output (UTF-8)."""
+    """``python main.py ARGS`` in ``cwd``; text output (UTF-8), as a user's shell would run it
+    (without ``HYDRA_FULL_ERROR``, which would turn one-line errors into tracebacks)."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, MAIN, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout, check=False)
 
@@ -66,7 +67,8 @@ def read_jsonl(path: str) -> List[dict]:
 
 
 def load_set(root: str, name: str, ext: str = "npy") -> Dict[str, np.ndarray]:
-    return {key: load_output(os.path.join(root, f"{name}_{key}.{ext}")) for key in KEYS}
+    sink = {"npy": "save_numpy", "pkl": "save_pickle"}[ext]
+    return {key: load_output(path) for key, path in output_files(root, name, sink).items()}
 
 
 def output_files_under(root: str) -> List[str]:

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from batch_helpers import (STACK, assert_same_outputs, cli_args, cli_reference, load_set,
+from batch_helpers import (KEYS, STACK, assert_same_outputs, cli_args, cli_reference, load_set,
                            make_cfg, make_extractor, read_jsonl, rel_err, run_cli)
 from utils.batch_run import run
 from videos import ffmpeg, synth
@@ -199,7 +199,7 @@ def test_bad_input_fails_with_its_stage(batch, good_direct, kind):
     assert lines[0].getMessage() == f"FAILED {path}: {stage}: {record['message']}"
     assert "\n" not in lines[0].getMessage() and lines[0].exc_info is None
     assert not any(os.path.exists(os.path.join(batch.root, f"{_stem(path)}_{k}.npy"))
-                   for k in ("s3d", "timestamps_ms", "fps"))
+                   for k in KEYS)
     check_good_video(batch, good_direct)
 
 
@@ -298,7 +298,7 @@ def test_cli_paths_with_spaces_quotes_and_non_ascii(batch, random_checkpoint, tm
     assert "listed more than once" in proc.stderr
     root = os.path.join(str(out), "s3d")
     assert sorted(os.listdir(root)) == sorted(
-        [f"{_stem(odd)}_{k}.npy" for k in ("s3d", "timestamps_ms", "fps")]
+        [f"{_stem(odd)}_{k}.npy" for k in KEYS]
         + ["failed.jsonl", "manifest-0-of-1.jsonl"])
     assert_same_outputs(load_set(root, _stem(odd)), load_set(batch.root, _stem(odd)))
     [record] = read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl"))
@@ -310,7 +310,7 @@ def test_unwritable_output_fails_at_write_stage(batch, extractor, tmp_path):
     root = tmp_path / "out" / "s3d"
     blocker = root / "good_s3d.npy"
     blocker.mkdir(parents=True)  # a directory where the features file should go
-    for key in ("s3d", "timestamps_ms", "fps"):  # a second video, already done: skipped
+    for key in KEYS:  # a second video, already done: skipped
         shutil.copy(os.path.join(batch.root, f"container_mov_{key}.npy"), root)
     report = run(make_cfg([batch.inputs["good"], batch.inputs["mov"]], str(tmp_path / "out")),
                  extractor=extractor)

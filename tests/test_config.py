@@ -1,10 +1,9 @@
 """Every bad option fails at start with one line naming the option and what is allowed."""
 import os
-import subprocess
-import sys
 
 import pytest
 
+from batch_helpers import run_cli
 from conftest import REPO
 from utils.cli import preflight
 
@@ -62,8 +61,7 @@ def test_defaults_match_the_spec():
     (["feature_type=i3d", "video_paths=a.mp4"], "feature_type"),
 ])
 def test_cli_prints_one_line_and_leaves_no_droppings(tmp_path, args, option):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = run_cli(args, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {option}: ")

@@ -9,14 +9,16 @@ import numpy as np
 
 from conftest import REPO
 from utils.manifests import main, merge
+from utils.sinks import output_files, write_outputs
 
 
-def write_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):
-    files = {key: os.path.join(folder, f"{stem}_{key}.npy") for key in ("s3d", "timestamps_ms", "fps")}
-    np.save(files["s3d"], np.zeros((tv, 1024), np.float32))
+def make_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):
+    """Write a video's outputs as the extractor would; return their paths."""
+    files = output_files(str(folder), stem, "save_numpy")
     starts = np.arange(tv) * step_ms
-    np.save(files["timestamps_ms"], np.stack([starts, starts + step_ms], 1))
-    np.save(files["fps"], np.float64(fps))
+    write_outputs({"s3d": np.zeros((tv, 1024), np.float32),
+                   "timestamps_ms": np.stack([starts, starts + step_ms], 1),
+                   "fps": np.float64(fps)}, files)
     return files
 
 
@@ -37,9 +39,9 @@ def done(path, files, tv, seconds):
 def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog):
     s3d = tmp_path / "out" / "s3d"
     s3d.mkdir(parents=True)
-    a = write_outputs(str(s3d), "a", 3)
-    b = write_outputs(str(s3d), "b", 2)
-    c = write_outputs(str(s3d), "c", 4)
+    a = make_outputs(str(s3d), "a", 3)
+    b = make_outputs(str(s3d), "b", 2)
+    c = make_outputs(str(s3d), "c", 4)
     # shard 0 ran, was killed and restarted: its new manifest says "skipped" for a
     write_manifest(s3d, 0, 2, [
         {"path": "/v/a.mp4", "status": "skipped", "outputs": a},
@@ -77,7 +79,7 @@ def test_merge_reports_missing_shards_and_unreported_inputs(tmp_path, capsys, mo
     for shard in (0, 2):
         records = []
         for path in videos[shard::4]:
-            files = write_outputs(str(s3d), os.path.basename(path)[:-4], 1)
+            files = make_outputs(str(s3d), os.path.basename(path)[:-4], 1)
             records.append(done(path, files, 1, 2.56))
         write_manifest(s3d, shard, 4, records)
     # an older run with 2 shards reported v1 as failed: the newer run's records win
@@ -104,7 +106,7 @@ def test_merge_reports_missing_shards_and_unreported_inputs(tmp_path, capsys, mo
 def test_complete_run_exits_zero_and_no_manifest_exits_two(tmp_path, capsys):
     s3d = tmp_path / "s3d"
     s3d.mkdir()
-    files = write_outputs(str(s3d), "a", 1)
+    files = make_outputs(str(s3d), "a", 1)
     write_manifest(s3d, 0, 1, [done("/v/a.mp4", files, 1, 2.56)])
     assert main([str(tmp_path)]) == 0
     assert main([str(s3d)]) == 0  # the s3d folder itself works too

@@ -6,7 +6,6 @@ nothing in the working directory.  Clips are tiny (one stack of 16 frames at 12 
 job is a fresh process that imports torch, and the CPU is shared.
 """
 import importlib.util
-import json
 import os
 import signal
 import stat
@@ -19,18 +18,18 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from batch_helpers import MAIN, read_jsonl, rel_err
 from conftest import REPO, SAMPLE
 from utils.cli import CONFIG_DIR, CONFIG_NAME
 from utils.config import register_configs
 from utils.manifests import merge
 from utils.manifests import main as merge_main
+from utils.sinks import KEYS
 from videos import ffmpeg
 
-MAIN = os.path.join(REPO, "main.py")
 FAST = ["stack_size=16", "step_size=16", "extraction_fps=12", "on_extraction=save_numpy"]
 # name, start (s), duration (s): one stack each. Shard 0 of 2 takes a and c, shard 1 takes b.
 CLIPS = [("a", 0.0, 1.5), ("b", 3.0, 1.5), ("c", 6.0, 1.5)]
-KEYS = ("s3d", "timestamps_ms", "fps")
 TIMEOUT = 300
 
 # A plain run with the launchers made unimportable, as in a base install (no `cluster` extra).
@@ -118,15 +117,13 @@ def assert_same_outputs(out, reference):
         assert got.shape == want.shape and got.dtype == want.dtype, name
         if name.endswith("_s3d.npy"):
             # another process (thread count) moves features by ~3e-7 relative; bugs by >= 1e-3
-            rel = np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want.astype(np.float64))
-            assert rel < 1e-5, (name, rel)
+            assert rel_err(got, want) < 1e-5, name
         else:
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
 def read_manifest(out, shard, num_shards):
-    with open(out / "s3d" / f"manifest-{shard}-of-{num_shards}.jsonl", encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = read_jsonl(str(out / "s3d" / f"manifest-{shard}-of-{num_shards}.jsonl"))
     return {os.path.basename(r["path"])[:-4]: r for r in records}
 
 
@@ -149,10 +146,15 @@ def test_joblib_multirun_of_two_shards_equals_one_process_and_fails_with_its_bad
     proc = run_main(cwd, "-m", "hydra/launcher=joblib", "shard=range(2)", "num_shards=2", device,
                     f"file_with_video_paths={clips['with_broken']}", f"weights_path={random_checkpoint}",
                     *FAST, "output_path=out")
-    # shard 1's broken file fails that job, so the multirun's exit status is not 0 ...
-    assert proc.returncode != 0, proc.stderr
-    assert "FAILED " in proc.stderr and "broken.mp4" in proc.stderr
-    assert "1 video(s) failed; listed in " in proc.stderr
+    # shard 1's broken file fails that job, so the multirun's exit status is 1 ...
+    assert proc.returncode == 1, proc.stderr
+    broken = os.path.join(os.path.dirname(clips["list"]), "broken.mp4")
+    failed_line = f"FAILED {broken}: open: not a readable video"
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED ")] == [
+        ln for ln in proc.stderr.splitlines() if ln.startswith(failed_line)], proc.stderr
+    assert failed_line in proc.stderr
+    failed_list = cwd / "out" / "s3d" / "failed-1-of-2.jsonl"
+    assert f"1 video(s) failed; listed in {failed_list}" in proc.stderr
     assert "Traceback" not in proc.stderr  # one line per failure, not a page
     if per_shard_gpu:  # each job resolved its own device from its shard
         assert "device=cuda:0 but CUDA is not available" in proc.stderr
@@ -168,7 +170,7 @@ def test_joblib_multirun_of_two_shards_equals_one_process_and_fails_with_its_bad
     assert_sweep_under_output_path(cwd, 2)
     # the merged summary lists the failure and exits 1
     assert merge_main([str(cwd / "out")]) == 1
-    assert "FAILED " in capsys.readouterr().out
+    assert failed_line in capsys.readouterr().out
 
 
 @needs_submitit

@@ -1,12 +1,12 @@
 """End to end: golden outputs, the CLI against the Python API, sinks, batching, tmp files."""
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from batch_helpers import run_cli
+from utils.sinks import KEYS
 from conftest import REPO
 from models.s3d.extractor import ExtractS3D
 
@@ -45,8 +45,7 @@ def test_presets_and_stacks_differ(golden):
 
 
 def _cli(cwd, *args, check=True):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "main.py"), "feature_type=s3d",
-                           "device=cpu", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = run_cli(["feature_type=s3d", "device=cpu", *args], cwd=str(cwd), timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"CLI failed ({proc.returncode}): {proc.stderr}")
     return proc
@@ -71,7 +70,7 @@ def test_cli_equals_api_and_npy_equals_pkl(tmp_path, random_checkpoint, api_fast
     folder = tmp_path / "out" / "s3d"
     assert api_fast["s3d"].shape == (3, 1024)
     np.testing.assert_array_equal(api_fast["timestamps_ms"], [[0, 3200], [2400, 5600], [4800, 8000]])
-    for key in ("s3d", "timestamps_ms", "fps"):
+    for key in KEYS:
         npy = np.load(folder / f"sample_{key}.npy")
         with open(folder / f"sample_{key}.pkl", "rb") as f:
             pkl = pickle.load(f)

@@ -11,7 +11,6 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import zipfile
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
+from batch_helpers import run_cli
 import models.s3d.weights as weights
 from models.s3d.network import S3D
 from models.s3d.weights import (WeightsError, download, git_blob_sha1, load_into, load_weights,
@@ -36,9 +36,10 @@ def reference(random_model):
     return OrderedDict((k, v.detach().clone()) for k, v in random_model.state_dict().items())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def blank_model():
-    """A freshly built S3D that tests load into (its weights differ from the reference)."""
+    """A freshly built S3D for each test to load into: its weights differ from the reference's,
+    so a load that did nothing, or only part of its work, shows."""
     return S3D().eval()
 
 
@@ -437,12 +438,9 @@ def test_cli_bad_weights_is_one_error_line(tmp_path, repo_root):
     bad.write_bytes(random.Random(1).randbytes(2048))
     work = tmp_path / "cwd"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, os.path.join(repo_root, "main.py"), f"video_paths={SAMPLE}",
-         f"weights_path='{bad}'", "device=cpu"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
+    proc = run_cli([f"video_paths={SAMPLE}", f"weights_path='{bad}'", "device=cpu"],
+                   cwd=str(work), timeout=120)
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and str(bad) in lines[0], lines[0]
