@@ -9,6 +9,7 @@ from batch_helpers import run_cli
 from utils.sinks import KEYS
 from conftest import REPO
 from models.s3d.extractor import ExtractS3D
+from utils.failures import ExtractionError
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "sample_golden.npz")
 RTOL = 1e-4
@@ -118,10 +119,19 @@ def test_keep_tmp_files(tmp_path, random_model, sample_video):
         assert sum(1 for _ in c.decode(stream)) == 50
         assert float(stream.average_rate) == 5.0
 
+    # a video that fails part-way leaves no resampled file, complete or not
+    failing = ExtractS3D(keep_tmp_files=True, tmp_path=str(tmp_path / "tmp_failed"), **kwargs)
+
+    def broken_network(x):
+        raise RuntimeError("broken network")
+
+    failing.net = broken_network
+    with pytest.raises(ExtractionError, match="broken network"):
+        failing.extract(sample_video)
+    assert os.listdir(tmp_path / "tmp_failed") == []
+
 
 def test_too_short_names_both_numbers(random_model, sample_video):
-    from utils.failures import ExtractionError
-
     with pytest.raises(ExtractionError) as info:
         ExtractS3D(model=random_model, device="cpu", extraction_fps=1, stack_size=16).extract(sample_video)
     assert info.value.stage == "too_short"

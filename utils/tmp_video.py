@@ -1,6 +1,7 @@
 """Write the resampled frames to a video in ``tmp_path`` (``keep_tmp_files=true``), libx264."""
 import logging
 import os
+import tempfile
 from fractions import Fraction
 
 import av
@@ -13,9 +14,12 @@ class ResampledVideoWriter:
 
     def __init__(self, path: str, fps: Fraction):
         self.path = path
-        self.tmp = path + ".part"
         self.fps = fps
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", exist_ok=True)
+        # a name of its own: two videos with the same stem may be decoded at once
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
+        os.close(fd)
         self.container = av.open(self.tmp, "w", format="mp4")
         self.stream = None
 

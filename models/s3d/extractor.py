@@ -136,9 +136,8 @@ class ExtractS3D:
             self.weights_path = load_weights(model, weights_path)
         else:
             self.weights_path = None
-        # ``model``: the network as loaded (checkpoint keys); ``net``: its fast copy that runs.
-        self.model = model.eval().to(self.device)
-        self.net = inference_model(self.model, self.device, fold_bn=fold_bn, compile=compile)
+        # ``net``: a fast copy of the loaded network on the device (the caller's model is untouched)
+        self.net = inference_model(model, self.device, fold_bn=fold_bn, compile=compile)
         self._plan: Optional["_Plan"] = None
         self.labels = kinetics400_labels()
         self.stats = PipelineStats()
@@ -178,15 +177,14 @@ class ExtractS3D:
                     yield preset(timed.frame), timed.start_ms, timed.end_ms
 
             cutter = StackCutter(self.stack_size, self.step_size)
+            whole = False
             try:
                 yield from cutter(frames())
+                whole = True
             finally:
                 if writer is not None:
-                    writer.close()
+                    writer.close(keep=whole)  # a video left early or failed leaves no file
             n = cutter.num_frames
-            if n == 0 and decoder.corrupt_packets:
-                raise ExtractionError("decode", f"no frame could be decoded "
-                                      f"({decoder.corrupt_packets} corrupt packets)")
             if n < self.stack_size:
                 rate = f" at {info['fps']:g} fps" if info.get("fps") else ""
                 corrupt = (f" ({decoder.corrupt_packets} corrupt packets skipped)"
