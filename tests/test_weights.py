@@ -392,6 +392,17 @@ def test_connection_refused_tells_to_pass_weights_path(hub):
     assert leftovers(hub) == []
 
 
+def test_unwritable_cache_is_one_error(server, hub):
+    hub.mkdir(parents=True)
+    blocker = hub / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    message = error_of(download, server.base + "/good.pt", str(blocker / "ckpt.pt"),
+                       weights.DEFAULT_SHA1, 10)
+    assert message.startswith(f"cannot write the default S3D weights to {blocker} (")
+    assert "TORCH_HOME" in message and "weights_path=" in message
+    assert leftovers(hub) == ["not_a_folder"]
+
+
 def test_http_error_is_reported(server, hub):
     message = error_of(download, server.base + "/nothing.pt", str(hub / "ckpt.pt"),
                        weights.DEFAULT_SHA1, 10)

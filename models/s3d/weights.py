@@ -56,11 +56,16 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
         if git_blob_sha1(dest) == sha1:
             return dest
         log.warning("%s: checksum mismatch, downloading it again", dest)
-    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part",
-                               dir=os.path.dirname(dest) or ".")
     advice = (f"without network, get {DEFAULT_FILENAME} elsewhere and pass "
               f"weights_path=/path/to/it")
+    folder = os.path.dirname(dest) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=folder)
+    except OSError as e:  # e.g. a read-only TORCH_HOME on a cluster node
+        raise WeightsError(f"cannot write the default S3D weights to {folder} "
+                           f"({_one_line(e.strerror or e)}); set TORCH_HOME to a writable folder "
+                           f"or pass weights_path=/path/to/{DEFAULT_FILENAME}") from None
     try:
         log.info("downloading %s to %s", url, dest)
         try:
