@@ -101,7 +101,7 @@ FAILING = {
     "missing": ("open", ["no such file"]),
     "directory": ("open", ["directory"]),
     "empty": ("open", ["empty", "0 bytes"]),
-    "text": ("open", ["not a readable video"]),
+    "text": ("open", ["not a readable video (Invalid data found when processing input)"]),
     "truncated_moov_at_end": ("open", ["not a readable video"]),
     "audio_only": ("open", ["no video stream"]),
     "shorter_than_stack": ("too_short", ["10 frames", f"stack_size={STACK}"]),

@@ -96,7 +96,8 @@ def open_video(path: str):
     try:
         container = av.open(path, metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as e:
-        raise ExtractionError("open", f"not a readable video ({e})") from None
+        cause = getattr(e, "strerror", None) or e  # without the errno and the path again
+        raise ExtractionError("open", f"not a readable video ({cause})") from None
     if not container.streams.video:
         container.close()
         raise ExtractionError("open", "no video stream (audio-only or data file)")
