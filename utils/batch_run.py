@@ -121,7 +121,8 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
         extractor = ExtractS3D.from_config(cfg)  # weights faults stop the run here
     report = _open_report(cfg, root, saving, started)
     temporaries = find_temporaries(root) if saving else {}
-    log.info("%d videos in this shard (%d in all), %s on %s", len(mine), len(paths),
+    log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
+             "" if len(mine) == 1 else "s", len(paths),
              "features to " + root if saving else "printing features", extractor.device)
     # First the videos already done (skipped), then the list of those to extract, so the
     # extractor can decode the next one while the current one computes (num_workers) and
