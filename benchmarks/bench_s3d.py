@@ -7,7 +7,7 @@
 One process, one run, three parts:
 
 (a) network stacks/s on 64x224x224 stacks: the plain eager NCDHW fp32 forward (baseline) vs
-    channels_last_3d vs our defaults (BatchNorm folded + channels_last_3d + inference_mode) vs
+    channels_last_3d with 2-D convs vs our defaults (BatchNorm folded + channels_last_3d + inference_mode) vs
     ``compile=true``, each with its largest relative feature error against the baseline;
 (b) end-to-end wall time and peak RSS of the real command line (``python main.py``, in a
     subprocess) on generated 1080p videos of 30 s and 5 min;
@@ -147,7 +147,8 @@ def network_part(args, model) -> List[Dict]:
 
     variants.append(("baseline", "eager NCDHW fp32 (baseline)", 1, eager))
     cl_only = ExtractS3D(model=model, device=args.device, fold_bn=False, batch_size=1, num_workers=0)
-    variants.append(("channels_last", "channels_last_3d", 1, lambda f: cl_only.forward(f)[0]))
+    variants.append(("channels_last", "channels_last_3d + 2-D convs (BatchNorm not folded)", 1,
+                     lambda f: cl_only.forward(f)[0]))
     default = ExtractS3D(model=model, device=args.device, num_workers=0)
     b = default.batch_size
     variants.append(("defaults", f"defaults (BN folded, channels_last_3d, 2-D convs, "
