@@ -7,8 +7,8 @@
 One process, one run, three parts:
 
 (a) network stacks/s on 64x224x224 stacks: the plain eager NCDHW fp32 forward (baseline) vs
-    channels_last_3d with 2-D convs vs our defaults (BatchNorm folded + channels_last_3d + inference_mode) vs
-    ``compile=true``, each with its largest relative feature error against the baseline;
+    channels_last_3d with 2-D convs vs our defaults (BatchNorm folded + channels_last_3d +
+    inference_mode) vs ``compile=true``, each with its largest relative feature error against the baseline;
 (b) end-to-end wall time and peak RSS of the real command line (``python main.py``, in a
     subprocess) on generated 1080p videos of 30 s and 5 min;
 (c) the share of wall time the network sat idle waiting for frames (the CLI's "pipeline:" line).
