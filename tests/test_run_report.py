@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+import traceback
 
 import pytest
 import torch
@@ -144,16 +145,21 @@ def test_unexpected_error_fails_that_video_only_with_a_traceback(clips, tmp_path
     assert any(r.exc_info and "please report" in r.getMessage() for r in caplog.records)
 
 
-def test_unexpected_error_in_decoding_code_is_a_decode_failure(clips, tmp_path):
-    class Broken:
-        device, labels = torch.device("cpu"), []
+def test_unexpected_error_in_decoding_code_is_a_decode_failure(clips, extractor, tmp_path,
+                                                                monkeypatch, caplog):
+    """The real extractor tags a bug in its decoding stage as ``decode``, with its traceback."""
+    from utils.preprocess import KyleminFrames
 
-        def extract(self, path, with_logits=False):
-            from utils.decode import start_time_shift
-            return start_time_shift(1, None)  # raises TypeError inside utils/decode.py
+    def broken(self, frame):
+        raise TypeError("bad frame")
 
-    report = run(make_cfg([clips["good"]], str(tmp_path / "out")), extractor=Broken())
-    assert dict(report.failed) == {"decode": 1}
+    monkeypatch.setattr(KyleminFrames, "__call__", broken)
+    report = run(make_cfg([clips["good"]], str(tmp_path / "out")), extractor=extractor)
+    assert (report.done, dict(report.failed)) == (0, {"decode": 1})
+    [record] = read_jsonl(str(tmp_path / "out" / "s3d" / "failed.jsonl"))
+    assert record == {"path": clips["good"], "stage": "decode", "message": "TypeError: bad frame"}
+    [bug] = [r for r in caplog.records if "please report" in r.getMessage()]
+    assert bug.exc_info and "in broken" in "".join(traceback.format_exception(*bug.exc_info))
 
 
 # -- faults before any video ---------------------------------------------------------------

@@ -14,11 +14,9 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import av.error
-
 from models.s3d.extractor import ExtractS3D
 from utils.config import ExtractionConfig
-from utils.failures import ExtractionError
+from utils.failures import EXPECTED_CAUSES, ExtractionError
 from utils.run_report import RunReport
 from utils.sinks import (find_temporaries, output_files, outputs_complete, print_features,
                          print_predictions, remove_temporaries, write_outputs)
@@ -26,9 +24,6 @@ from utils.video_paths import InputError, _absolute, collect_paths, output_names
 
 log = logging.getLogger(__name__)
 
-# Where an unforeseen exception was raised decides its stage (innermost frame of ours).
-_DECODE_FILES = tuple(os.path.join("utils", f) for f in ("decode.py", "preprocess.py", "stacks.py"))
-_EXPECTED = (RuntimeError, ValueError, OSError, MemoryError)
 
 
 class _Warnings(logging.Handler):
@@ -77,21 +72,6 @@ def _interrupt_after():
         signal.signal(signal.SIGINT, previous)
         if received:
             raise KeyboardInterrupt
-
-
-def _stage_of(exc: BaseException) -> str:
-    """``decode`` if the innermost frame of ours that raised it decodes or preprocesses,
-    else ``model``."""
-    stage = "model"
-    tb = exc.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.endswith(_DECODE_FILES) or f"{os.sep}av{os.sep}" in filename:
-            stage = "decode"
-        elif filename.endswith(os.path.join("models", "s3d", "network.py")):
-            stage = "model"
-        tb = tb.tb_next
-    return stage
 
 
 def _open_report(cfg: ExtractionConfig, root: str, saving: bool, started: float) -> RunReport:
@@ -160,21 +140,15 @@ def _one_video(cfg: ExtractionConfig, extractor: ExtractS3D, report: RunReport, 
     try:
         with _collect_warnings(path) as warnings:
             arrays = extractor.extract(path, with_logits=cfg.show_pred)
-    except ExtractionError as e:
-        log.debug("traceback for %s", path, exc_info=True)
-        report.add_failed(path, e.stage, e.message)
-        return
-    except av.error.FFmpegError as e:
-        log.debug("traceback for %s", path, exc_info=True)
-        report.add_failed(path, "decode", str(e))
-        return
     except Exception as e:  # noqa: BLE001 - one video must never stop the batch
-        if isinstance(e, _EXPECTED):
-            log.debug("traceback for %s", path, exc_info=True)
-        else:
+        # ExtractS3D tags its failures with their stage; another extractor's are "model" ones
+        failure = ExtractionError.wrap("model", e)
+        if failure.unexpected or (failure is not e and not isinstance(e, EXPECTED_CAUSES)):
             log.error("unexpected error on %s (please report it with this traceback)", path,
                       exc_info=True)
-        report.add_failed(path, _stage_of(e), f"{type(e).__name__}: {e}")
+        else:
+            log.debug("traceback for %s", path, exc_info=True)
+        report.add_failed(path, failure.stage, failure.message)
         return
     spans = arrays["timestamps_ms"].tolist()
     with _interrupt_after():

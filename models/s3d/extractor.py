@@ -197,15 +197,22 @@ class ExtractS3D:
                             path, decoder.corrupt_packets)
 
     def _batches(self, path: str, info: dict) -> Iterator[Batch]:
+        """The video's batches of stacks; any failure on the way is an ``ExtractionError``
+        (stage ``decode`` unless it says otherwise)."""
         group: List[Stack] = []
         pin = self.device.type == "cuda"
-        for stack in self._stacks(path, info):
-            group.append(stack)
-            if len(group) == self.batch_size:
+        try:
+            for stack in self._stacks(path, info):
+                group.append(stack)
+                if len(group) == self.batch_size:
+                    yield self._collate(group, pin)
+                    group = []
+            if group:
                 yield self._collate(group, pin)
-                group = []
-        if group:
-            yield self._collate(group, pin)
+        except ExtractionError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- tagged with its stage, cause kept
+            raise ExtractionError.wrap("decode", e) from e
 
     @staticmethod
     def _collate(group: List[Stack], pin: bool = False) -> Batch:
@@ -271,7 +278,11 @@ class ExtractS3D:
             text = str(e)
             if "out of memory" in text or "can't allocate memory" in text:
                 raise self._oom_error(batch.frames, e) from None
-            raise ExtractionError("model", text.strip().splitlines()[0]) from None
+            raise ExtractionError("model", text.strip().splitlines()[0]) from e
+        except ExtractionError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- tagged with its stage, cause kept
+            raise ExtractionError.wrap("model", e) from e
 
     # -- API ------------------------------------------------------------------------------
     def _consume(self, batches: Iterator[Batch], info: dict, with_logits: bool,
