@@ -1,8 +1,7 @@
 """Where features go: the terminal, or one ``.npy``/``.pkl`` file per key, written atomically."""
-import functools
 import os
 import pickle
-import tempfile
+import secrets
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -38,16 +37,18 @@ def load_output(path: str, mmap: bool = False) -> np.ndarray:
 TMP_SUFFIX = ".tmp"
 
 
-@functools.lru_cache(maxsize=None)
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file (mkstemp's own is 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_temporary(path: str) -> Tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing: ``(fd, its path)``.
 
-
-def _tmp_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}."
+    Created with mode 0666 less the umask, as ``open()`` would (``mkstemp`` would give 0600).
+    """
+    folder = os.path.dirname(path) or "."
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_outputs(arrays: Dict[str, np.ndarray], files: Dict[str, str]) -> None:
@@ -59,17 +60,11 @@ def write_outputs(arrays: Dict[str, np.ndarray], files: Dict[str, str]) -> None:
     set: never a complete-looking mix of two extractions.
     """
     tmps = []
-    mode = _file_mode()
     try:
         for key, path in files.items():
-            folder = os.path.dirname(path) or "."
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=TMP_SUFFIX, dir=folder)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            fd, tmp = _create_temporary(path)
             tmps.append((tmp, path))
-            try:
-                os.fchmod(fd, mode)
-            except OSError:  # a file system without modes: keep mkstemp's
-                pass
             with os.fdopen(fd, "wb") as f:
                 _dump(np.asarray(arrays[key]), f, path.rsplit(".", 1)[-1])
                 f.flush()
@@ -98,7 +93,7 @@ def find_temporaries(root: str) -> Dict[str, List[str]]:
         for name in names:
             if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
                 continue
-            target = name[1:-len(TMP_SUFFIX)].rpartition(".")[0]  # mkstemp's random part has no dot
+            target = name[1:-len(TMP_SUFFIX)].rpartition(".")[0]  # the random part has no dot
             if target:
                 final = os.path.join(folder, target)
                 found.setdefault(final, []).append(os.path.join(folder, name))
