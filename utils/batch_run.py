@@ -20,7 +20,7 @@ from utils.failures import EXPECTED_CAUSES, ExtractionError
 from utils.run_report import RunReport
 from utils.sinks import (find_temporaries, output_files, outputs_complete, print_features,
                          print_predictions, remove_temporaries, write_outputs)
-from utils.video_paths import InputError, _absolute, collect_paths, output_names, shard_paths
+from utils.video_paths import InputError, absolute_path, collect_paths, output_names, shard_paths
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
     sink = cfg.on_extraction.value
-    root = os.path.join(_absolute(cfg.output_path), "s3d")
+    root = os.path.join(absolute_path(cfg.output_path), "s3d")
     saving = sink != "print"
     if extractor is None:
         extractor = ExtractS3D.from_config(cfg)  # weights faults stop the run here

@@ -4,6 +4,8 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from hydra.utils import to_absolute_path
+
 log = logging.getLogger(__name__)
 
 
@@ -11,13 +13,9 @@ class InputError(ValueError):
     """The list of inputs itself is unusable (not one video of it: the whole run)."""
 
 
-def _absolute(path: str) -> str:
+def absolute_path(path: str) -> str:
     """Relative paths are relative to where the user ran the command, also under Hydra."""
-    try:
-        from hydra.utils import to_absolute_path
-        return to_absolute_path(path)
-    except (ImportError, ValueError):
-        return os.path.abspath(path)
+    return to_absolute_path(path)
 
 
 def _list_entry(line: str) -> str:
@@ -38,7 +36,7 @@ def _list_entry(line: str) -> str:
 
 def read_list_file(file_with_video_paths: str) -> List[str]:
     """The paths of a list file: one a line, blank lines ignored, JSON-lines records accepted."""
-    list_file = _absolute(file_with_video_paths)
+    list_file = absolute_path(file_with_video_paths)
     try:
         with open(list_file, encoding="utf-8") as f:
             return [_list_entry(line.strip()) for line in f if line.strip()]
@@ -68,7 +66,7 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
         paths.extend(read_list_file(file_with_video_paths))
     unique: Dict[str, None] = {}
     for p in paths:
-        p = os.path.normpath(_absolute(os.path.expanduser(p)))
+        p = os.path.normpath(absolute_path(os.path.expanduser(p)))
         if p in unique:
             log.warning("%s is listed more than once; extracting it once", p)
         unique[p] = None
@@ -89,7 +87,7 @@ def output_names(paths: List[str], layout: str = "flat") -> List[str]:
     """
     names: List[str] = []
     owner: Dict[str, str] = {}
-    cwd = os.path.normpath(_absolute("."))  # where the user ran the command, also under Hydra
+    cwd = os.path.normpath(absolute_path("."))  # where the user ran the command, also under Hydra
     for p in paths:
         stem = os.path.splitext(os.path.basename(p))[0]
         if layout == "mirror":
