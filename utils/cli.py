@@ -4,6 +4,7 @@ import os
 import sys
 from typing import List, Optional
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -15,13 +16,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 CONFIG_NAME = "config"
 
 
-def _compact_error_base():
-    from hydra.errors import CompactHydraException
-
-    return CompactHydraException
-
-
-class RunFailed(_compact_error_base()):
+class RunFailed(CompactHydraException):
     """Raised in multirun jobs, where Hydra turns it into a failed job and exit status 1.
 
     A ``CompactHydraException``: Hydra prints the job's overrides and this one line, not a

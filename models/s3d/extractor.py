@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -82,7 +82,6 @@ class PipelineStats:
     wall_s: float = 0.0
     forward_s: float = 0.0       # in the network (including host<->device copies)
     wait_s: float = 0.0          # blocked waiting for the next batch of frames
-    _started: float = field(default=0.0, repr=False)
 
     @property
     def idle_share(self) -> float:

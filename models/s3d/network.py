@@ -62,7 +62,6 @@ class Mixed(nn.Module):
         self.branch2 = nn.Sequential(BasicConv3d(in_planes, b2[0], 1),
                                      SepConv3d(b2[0], b2[1], 3, 1, 1))
         self.branch3 = nn.Sequential(nn.MaxPool3d(3, 1, 1), BasicConv3d(in_planes, b3, 1))
-        self.out_planes = b0 + b1[1] + b2[1] + b3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1)
