@@ -79,6 +79,12 @@ def output_files_under(root: str) -> List[str]:
     return sorted(found)
 
 
+def rel_norm(a, b) -> float:
+    """Relative L2 difference of the whole arrays (CPU tensors too)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """Largest per-row relative L2 difference."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

@@ -26,6 +26,14 @@ def random_model():
     return random_s3d(0)
 
 
+@pytest.fixture(scope="module")
+def extractor(random_model):
+    """One extractor at the network's minimum stack size (13) for a module's in-process runs."""
+    from batch_helpers import make_extractor
+
+    return make_extractor(random_model)
+
+
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory, random_model) -> str:
     """The seed-0 weights saved as the incumbent's format (plain state dict, ``base.*`` keys)."""

@@ -138,10 +138,6 @@ class Batch:
         return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
-@pytest.fixture(scope="module")
-def extractor(random_model):
-    """One extractor (stack_size=13) for the in-process runs of this module."""
-    return make_extractor(random_model)
 
 
 @pytest.fixture(scope="module")

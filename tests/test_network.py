@@ -4,11 +4,10 @@ import torch
 from torchvision.models.video import s3d as torchvision_s3d
 
 from models.s3d.network import FEATURE_DIM, MIN_STACK_SIZE, NUM_CLASSES, S3D
+from batch_helpers import rel_norm
 from s3d_reference import to_torchvision_key
 
 
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +38,10 @@ def test_matches_torchvision_s3d(random_model, torchvision_twin):
         tv_features = y.mean(dim=(2, 3, 4))
         tv_logits = torchvision_twin(x)
     assert features.shape == (2, FEATURE_DIM) and logits.shape == (2, NUM_CLASSES)
-    assert rel(features, tv_features) < 1e-5
-    assert rel(logits, tv_logits) < 1e-5
+    assert rel_norm(features, tv_features) < 1e-5
+    assert rel_norm(logits, tv_logits) < 1e-5
     # The two inputs must give clearly different features, or the comparison proves nothing.
-    assert rel(features[0], features[1]) > 1e-3
+    assert rel_norm(features[0], features[1]) > 1e-3
 
 
 def test_logits_are_the_head_applied_to_the_features(random_model):
@@ -51,7 +50,7 @@ def test_logits_are_the_head_applied_to_the_features(random_model):
         features, logits = random_model(x)
         fc = random_model.fc[0]
         expected = features @ fc.weight.flatten(1).T + fc.bias
-    assert rel(logits, expected) < 1e-5
+    assert rel_norm(logits, expected) < 1e-5
 
 
 def test_minimum_stack_size(random_model):

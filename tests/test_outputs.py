@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from batch_helpers import run_cli
+from batch_helpers import rel_norm, run_cli
 from utils.sinks import KEYS
 from conftest import REPO
 from models.s3d.extractor import ExtractS3D
@@ -15,8 +15,6 @@ GOLDEN = os.path.join(REPO, "tests", "golden", "sample_golden.npz")
 RTOL = 1e-4
 
 
-def rel(a, b) -> float:
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +31,16 @@ def test_golden_sample(preset, golden, random_model, sample_video):
     np.testing.assert_array_equal(out["timestamps_ms"], [[0, 2560], [2560, 5120], [5120, 7680]])
     np.testing.assert_array_equal(out["timestamps_ms"], golden[f"{preset}_timestamps_ms"])
     assert out["fps"] == golden[f"{preset}_fps"] == 25.0
-    assert rel(out["s3d"], golden[f"{preset}_s3d"]) < RTOL
+    assert rel_norm(out["s3d"], golden[f"{preset}_s3d"]) < RTOL
     for i in range(3):
-        assert rel(out["s3d"][i], golden[f"{preset}_s3d"][i]) < RTOL
-    assert rel(out["logits"], golden[f"{preset}_logits"]) < RTOL
+        assert rel_norm(out["s3d"][i], golden[f"{preset}_s3d"][i]) < RTOL
+    assert rel_norm(out["logits"], golden[f"{preset}_logits"]) < RTOL
 
 
 def test_presets_and_stacks_differ(golden):
     # If the presets or the stacks gave (nearly) the same numbers, the golden test would be blind.
-    assert rel(golden["video_features_s3d"], golden["kylemin_s3d"]) > 1e-2
-    assert rel(golden["kylemin_s3d"][0], golden["kylemin_s3d"][1]) > 1e-2
+    assert rel_norm(golden["video_features_s3d"], golden["kylemin_s3d"]) > 1e-2
+    assert rel_norm(golden["kylemin_s3d"][0], golden["kylemin_s3d"][1]) > 1e-2
 
 
 def _cli(cwd, *args, check=True):
@@ -101,7 +99,7 @@ def test_cli_print_and_show_pred(tmp_path, random_checkpoint, sample_video, api_
 def test_batch_size_does_not_change_features(random_model, sample_video, api_fast):
     out = ExtractS3D(model=random_model, device="cpu", extraction_fps=5, stack_size=16,
                      step_size=12, batch_size=4).extract(sample_video)
-    assert rel(out["s3d"], api_fast["s3d"]) < 1e-5
+    assert rel_norm(out["s3d"], api_fast["s3d"]) < 1e-5
     np.testing.assert_array_equal(out["timestamps_ms"], api_fast["timestamps_ms"])
 
 

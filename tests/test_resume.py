@@ -121,10 +121,6 @@ def test_leftover_temporaries_are_found_per_output(tmp_path):
 # -- resume, corrupt outputs, overwrite (in-process, real network) --------------------------
 
 
-@pytest.fixture(scope="module")
-def extractor(random_model):
-    """One extractor (stack_size=13) for the in-process runs of this module."""
-    return make_extractor(random_model)
 
 @pytest.fixture(scope="module")
 def three_videos(tmp_path_factory):

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from batch_helpers import (KEYS, assert_same_outputs, cli_args, load_set, make_cfg,
-                           make_extractor, output_files_under, read_jsonl, run_cli)
+                           output_files_under, read_jsonl, run_cli)
 from utils.batch_run import run
 from utils.cli import run_from_hydra
 from utils.run_report import RunReport
@@ -34,10 +34,6 @@ def made_text(clips):
     return clips
 
 
-@pytest.fixture(scope="module")
-def extractor(random_model):
-    """One extractor (stack_size=13) for the in-process runs of this module."""
-    return make_extractor(random_model)
 
 
 @pytest.fixture

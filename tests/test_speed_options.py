@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from batch_helpers import rel_norm
 import models.s3d.fast as fast
 from models.s3d.extractor import ExtractS3D
 from models.s3d.fast import Conv3dAs2d, fold_batchnorm, inference_model, resolve_precision
@@ -23,9 +24,6 @@ from utils.progress import RunProgress
 SMALL = dict(device="cpu", extraction_fps=4, stack_size=13, step_size=6)
 
 
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def wait_until(predicate, timeout: float = 20.0) -> bool:
@@ -66,10 +64,10 @@ def test_folded_network_equals_plain(random_model):
     with torch.inference_mode():
         want_f, want_l = random_model(x)
         got_f, got_l = folded(x.contiguous(memory_format=torch.channels_last_3d))
-    assert rel(got_f, want_f) < 1e-6
-    assert rel(got_l, want_l) < 1e-6
+    assert rel_norm(got_f, want_f) < 1e-6
+    assert rel_norm(got_l, want_l) < 1e-6
     # and the two inputs are told apart, i.e. the weights are not degenerate
-    assert rel(want_f[0], want_f[1]) > 1e-2
+    assert rel_norm(want_f[0], want_f[1]) > 1e-2
 
 
 def test_folding_leaves_the_loaded_model_alone(random_model):
@@ -94,7 +92,7 @@ def test_fold_single_pair_is_exact():
     want = block(x)
     fold_batchnorm(block)
     assert isinstance(block[1], nn.Identity)
-    assert rel(block(x).detach(), want.detach()) < 1e-6
+    assert rel_norm(block(x).detach(), want.detach()) < 1e-6
 
 
 @pytest.mark.parametrize("conv, kind", [
@@ -114,7 +112,7 @@ def test_conv3d_as_2d_matches(conv, kind):
         for layout in (torch.channels_last_3d, torch.contiguous_format):
             got = as_2d(x.contiguous(memory_format=layout))
             assert got.shape == want.shape
-            assert rel(got, want) < 1e-6
+            assert rel_norm(got, want) < 1e-6
         assert as_2d(x.contiguous(memory_format=torch.channels_last_3d)).is_contiguous(
             memory_format=torch.channels_last_3d)
 
@@ -133,8 +131,8 @@ def test_fold_refuses_training_mode():
 # -- the defaults and batching agree with the plain forward ---------------------------------
 def test_defaults_match_plain_eager_forward(default_out, reference):
     assert default_out["s3d"].dtype == np.float32
-    assert rel(default_out["s3d"], reference["s3d"]) < 1e-5
-    assert rel(default_out["logits"], reference["logits"]) < 1e-5
+    assert rel_norm(default_out["s3d"], reference["s3d"]) < 1e-5
+    assert rel_norm(default_out["logits"], reference["logits"]) < 1e-5
     np.testing.assert_array_equal(default_out["timestamps_ms"], reference["timestamps_ms"])
     assert float(default_out["fps"]) == float(reference["fps"])
 
@@ -142,14 +140,14 @@ def test_defaults_match_plain_eager_forward(default_out, reference):
 def test_batch_size_1_and_4_agree(random_model, sample_video, default_out):
     out4 = ExtractS3D(model=random_model, batch_size=4, **SMALL).extract(sample_video)
     assert out4["s3d"].shape == default_out["s3d"].shape
-    assert rel(out4["s3d"], default_out["s3d"]) < 1e-5
+    assert rel_norm(out4["s3d"], default_out["s3d"]) < 1e-5
     np.testing.assert_array_equal(out4["timestamps_ms"], default_out["timestamps_ms"])
 
 
 def test_num_workers_0_and_1_give_the_same_outputs(random_model, sample_video, default_out):
     inline = ExtractS3D(model=random_model, num_workers=0, **SMALL)
     out0 = inline.extract(sample_video)
-    assert rel(out0["s3d"], default_out["s3d"]) < 1e-6
+    assert rel_norm(out0["s3d"], default_out["s3d"]) < 1e-6
     np.testing.assert_array_equal(out0["timestamps_ms"], default_out["timestamps_ms"])
 
 
@@ -167,7 +165,7 @@ def test_extract_many_in_order_with_failures(random_model, sample_video, default
     with pytest.raises(ExtractionError, match="no such file"):
         results[1].get()
     for r in (results[0], results[2]):
-        assert rel(r.get()["s3d"], default_out["s3d"]) < 1e-6
+        assert rel_norm(r.get()["s3d"], default_out["s3d"]) < 1e-6
     assert extractor.stats.videos == 3 and extractor.stats.stacks == 10
     assert 0.0 <= extractor.stats.idle_share <= 1.0
 
@@ -179,7 +177,7 @@ def test_planned_videos_out_of_order(default_extractor, sample_video, default_ou
         out = default_extractor.extract(sample_video)
         with pytest.raises(ExtractionError):
             default_extractor.extract(other)
-    assert rel(out["s3d"], default_out["s3d"]) < 1e-6
+    assert rel_norm(out["s3d"], default_out["s3d"]) < 1e-6
     assert default_extractor._plan is None
     assert not [t for t in threading.enumerate() if t.name.startswith("prefetch")]
 
@@ -237,7 +235,7 @@ def test_compile_option_plumbing(random_model, sample_video, default_out, monkey
     extractor = ExtractS3D(model=random_model, compile=True, batch_size=4, **SMALL)
     out = extractor.extract(sample_video)
     assert calls == [dict(backend="inductor", dynamic=False)]
-    assert rel(out["s3d"], default_out["s3d"]) < 1e-5
+    assert rel_norm(out["s3d"], default_out["s3d"]) < 1e-5
     # 5 stacks: one batch of 4, then the last stack alone (never a third shape)
     assert {s[0][0] for s in shapes} == {4, 1}
     assert all(layout and inference and freezing for _, layout, inference, freezing in shapes)
@@ -252,7 +250,7 @@ def test_compiled_network_matches_eager(random_model):
     with torch.inference_mode():
         want, _ = random_model(x)
         got, _ = compiled(x.contiguous(memory_format=torch.channels_last_3d))
-    assert rel(got, want) < 1e-5
+    assert rel_norm(got, want) < 1e-5
 
 
 # -- out of memory --------------------------------------------------------------------------
