@@ -133,19 +133,11 @@ def prefetch(iterable: Iterable[T], depth: int) -> Iterator[T]:
 
     ``depth <= 0`` runs inline.  Closing the returned generator stops the producer.
     """
-    if depth <= 0:
-        yield from iterable
-        return
-    _install_log_deferral()
-    channel = _Channel(depth)
-    thread = threading.Thread(target=_produce, args=(lambda: iterable, channel),
-                              name="prefetch", daemon=True)
-    thread.start()
+    streams = prefetch_jobs([lambda: iterable], 1 if depth > 0 else 0, depth)
     try:
-        yield from _drain(channel)
+        yield from next(streams)
     finally:
-        channel.stop.set()
-        thread.join()
+        streams.close()
 
 
 def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,
