@@ -4,8 +4,7 @@ import os
 import pytest
 
 from batch_helpers import run_cli
-from conftest import REPO
-from utils.cli import preflight
+from utils.cli import compose_config, preflight
 
 BAD = [
     (["on_extraction=save_npz"], "on_extraction: Invalid value 'save_npz', expected one of [print, save_numpy, save_pickle]"),
@@ -41,13 +40,9 @@ def test_good_options_pass(overrides):
 
 
 def test_defaults_match_the_spec():
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from utils.config import register_configs
 
-    register_configs()
-    with initialize_config_dir(config_dir=os.path.join(REPO, "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=["video_paths=a.mp4"]))
+    cfg = OmegaConf.to_object(compose_config(["video_paths=a.mp4"]))
     assert (cfg.feature_type, cfg.stack_size, cfg.step_size, cfg.extraction_fps) == ("s3d", 64, 64, 25)
     assert (cfg.device, cfg.on_extraction.value, cfg.output_path) == ("cuda:0", "print", "./output")
     assert (cfg.keep_tmp_files, cfg.tmp_path, cfg.show_pred) == (False, "./tmp", False)

@@ -16,12 +16,10 @@ import time
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from batch_helpers import MAIN, read_jsonl, rel_err
 from conftest import REPO, SAMPLE
-from utils.cli import CONFIG_DIR, CONFIG_NAME
-from utils.config import register_configs
+from utils.cli import compose_config
 from utils.manifests import merge
 from utils.manifests import main as merge_main
 from utils.sinks import KEYS
@@ -250,20 +248,15 @@ def test_slurm_preset_submits_one_job_array_with_one_gpu_per_task(tmp_path, clip
 
 @needs_joblib
 def test_joblib_shards_preset_runs_every_shard_at_once():
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=["hydra/launcher=joblib_shards", "video_paths=a.mp4",
-                                              "num_shards=3"], return_hydra_config=True)
+    cfg = compose_config(["hydra/launcher=joblib_shards", "video_paths=a.mp4", "num_shards=3"],
+                         return_hydra_config=True)
     assert cfg.hydra.launcher.n_jobs == 3
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
 
 
 @needs_submitit
 def test_slurm_preset_defaults():
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(CONFIG_NAME, overrides=["hydra/launcher=slurm", "video_paths=a.mp4"],
-                      return_hydra_config=True)
+    cfg = compose_config(["hydra/launcher=slurm", "video_paths=a.mp4"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_task, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)

@@ -89,17 +89,11 @@ def test_shard_must_be_an_integer():
 
 def test_device_per_shard_interpolation_resolves():
     """``'device=cuda:${shard}'`` gives shard i the device cuda:i (one GPU per joblib job)."""
-    from hydra import compose, initialize_config_dir
+    from utils.cli import compose_config
 
-    from utils.cli import CONFIG_DIR, CONFIG_NAME
-    from utils.config import register_configs
-
-    register_configs()
     for shard in (0, 1, 3):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=["video_paths=a.mp4", "device=cuda:${shard}",
-                                                  f"shard={shard}", "num_shards=4"])
-        conf = OmegaConf.to_object(cfg)
+        conf = OmegaConf.to_object(compose_config(["video_paths=a.mp4", "device=cuda:${shard}",
+                                                   f"shard={shard}", "num_shards=4"]))
         assert conf.device == f"cuda:{shard}"
 
 

@@ -70,18 +70,22 @@ def config_error_line(exc: BaseException) -> str:
     return _first_line(exc)
 
 
-def preflight(overrides: List[str]) -> Optional[str]:
-    """Compose the config as Hydra will, so that a bad option fails in one line, not a page."""
+def compose_config(overrides: List[str], return_hydra_config: bool = False) -> DictConfig:
+    """The config ``python main.py OVERRIDES`` runs with, composed outside a Hydra run."""
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
     from utils.config import register_configs
 
     register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def preflight(overrides: List[str]) -> Optional[str]:
+    """Compose the config as Hydra will, so that a bad option fails in one line, not a page."""
+    from hydra.errors import HydraException
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(CONFIG_NAME, overrides=overrides)
-            OmegaConf.to_object(cfg)
+        OmegaConf.to_object(compose_config(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         return config_error_line(e)
     return None
