@@ -2,6 +2,7 @@
 
 Nothing here is timed: speed is measured by benchmarks/bench_s3d.py.
 """
+import contextlib
 import logging
 import threading
 import time
@@ -204,6 +205,25 @@ def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, p
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_bf16_support_is_checked_on_the_gpu_asked_for(monkeypatch):
+    """Runs without a GPU: CUDA's queries are stand-ins that record which device was asked."""
+    asked = []
+
+    @contextlib.contextmanager
+    def on_device(device):
+        asked.append(str(device))
+        yield
+
+    monkeypatch.setattr(torch.cuda, "device", on_device)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an old GPU")
+    with pytest.raises(ValueError) as info:
+        resolve_precision("bf16", torch.device("cuda:1"))
+    assert str(info.value) == "precision: bf16 is not supported by an old GPU; use fp16 or fp32"
+    assert asked == ["cuda:1"]
+    assert resolve_precision("fp16", torch.device("cuda:1")) == "fp16"
 
 
 def test_precision_option_reaches_the_extractor(random_model):

@@ -217,7 +217,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         log.warning("precision=%s is for CUDA devices; on %s it is far slower than fp32 "
                     "(no native %s kernels), so fp32 is used", name, device.type, name)
         return "fp32"
-    if name == "bf16" and not torch.cuda.is_bf16_supported():
+    if name != "bf16":
+        return name
+    with torch.cuda.device(device):  # the GPU asked for, not the current one
+        bf16_ok = torch.cuda.is_bf16_supported()
+    if not bf16_ok:
         raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
                          "use fp16 or fp32")
     return name
