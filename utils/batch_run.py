@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from models.s3d.extractor import ExtractS3D
 from utils.config import ExtractionConfig
 from utils.failures import EXPECTED_CAUSES, ExtractionError
-from utils.run_report import RunReport
+from utils.run_report import RunReport, failed_name, manifest_name
 from utils.sinks import (find_temporaries, output_files, outputs_complete, print_features,
                          print_predictions, remove_temporaries, write_outputs)
 from utils.video_paths import InputError, absolute_path, collect_paths, output_names, shard_paths
@@ -75,11 +75,11 @@ def _interrupt_after():
 
 
 def _open_report(cfg: ExtractionConfig, root: str, saving: bool, started: float) -> RunReport:
-    suffix = "" if cfg.num_shards == 1 else f"-{cfg.shard}-of-{cfg.num_shards}"
     try:
         return RunReport(
-            failed_file=os.path.join(root, f"failed{suffix}.jsonl") if saving else None,
-            manifest_file=(os.path.join(root, f"manifest-{cfg.shard}-of-{cfg.num_shards}.jsonl")
+            failed_file=(os.path.join(root, failed_name(cfg.shard, cfg.num_shards))
+                         if saving else None),
+            manifest_file=(os.path.join(root, manifest_name(cfg.shard, cfg.num_shards))
                            if saving else None),
             started=started)
     except OSError as e:

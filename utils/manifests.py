@@ -17,14 +17,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
-log = logging.getLogger(__name__)
+from utils.run_report import MANIFEST_RE
 
-MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -2,11 +2,24 @@
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
 from typing import Dict, List, Optional
 
 log = logging.getLogger(__name__)
+
+MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
+
+
+def manifest_name(shard: int, num_shards: int) -> str:
+    """Every run writes one manifest per shard (``manifest-0-of-1.jsonl`` unsharded)."""
+    return f"manifest-{shard}-of-{num_shards}.jsonl"
+
+
+def failed_name(shard: int, num_shards: int) -> str:
+    """``failed.jsonl`` unsharded, ``failed-<shard>-of-<num_shards>.jsonl`` per shard."""
+    return "failed.jsonl" if num_shards == 1 else f"failed-{shard}-of-{num_shards}.jsonl"
 
 
 class RunReport:
