@@ -21,6 +21,7 @@ and cached in the work folder (``--workdir``, default: <tmp>/s3d_bench).
 """
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -88,8 +89,8 @@ def network_gflop(model) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model.cpu().eval()(torch.zeros(1, 3, STACK, 224, 224))
+    with torch.inference_mode(), counter:  # on the meta device: counts, computes nothing
+        copy.deepcopy(model).to("meta").eval()(torch.zeros(1, 3, STACK, 224, 224, device="meta"))
     return counter.get_total_flops() / 1e9
 
 
@@ -214,15 +215,14 @@ def make_video(path: str, seconds: float, size: str, rate: int) -> str:
     """A synthetic 1080p H.264 clip: moving test pattern plus grain, about 5 Mbit/s."""
     if os.path.exists(path):
         return path
-    from videos import ffmpeg  # tests/videos.py: the FFmpeg CLI of imageio-ffmpeg
+    from videos import synth  # tests/videos.py: the FFmpeg CLI of imageio-ffmpeg
 
     log.info("generating %s (%g s, %s, %d fps): once, then cached", path, seconds, size, rate)
     t0 = time.perf_counter()
     part = path + ".part.mp4"
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-           "-vf", "noise=alls=6:allf=t", "-c:v", "libx264", "-preset", "veryfast",
-           "-b:v", "5M", "-maxrate", "6M", "-bufsize", "10M", "-pix_fmt", "yuv420p",
-           "-g", str(rate * 2), part)
+    synth(part, seconds, str(rate), size,
+          extra=["-vf", "noise=alls=6:allf=t", "-preset", "veryfast", "-b:v", "5M",
+                 "-maxrate", "6M", "-bufsize", "10M", "-g", str(rate * 2)])
     os.replace(part, path)
     log.info("generated in %.0f s", time.perf_counter() - t0)
     return path
@@ -317,18 +317,15 @@ def cli_part(args, model, net_rows: List[Dict]) -> Dict:
               for label, s in (("short", short_s), ("long", long_s))}
     result = {"videos": videos, "decode_only": decode_only(args, videos["short"], model)}
     net_s = next(r for r in net_rows if r.get("key") == "defaults")["s_per_stack"]
-    for label, video in videos.items():
-        run = run_cli(args, video, weights, workdir)
+    runs = [("short", videos["short"], []), ("long", videos["long"], [])]
+    if not args.quick:
+        runs.append(("short_inline", videos["short"], ["num_workers=0"]))
+    for label, video, extra in runs:
+        run = run_cli(args, video, weights, workdir, extra)
         run["network_only_s"] = run["stacks"] * net_s
         run["e2e_ratio"] = run["pipeline_wall_s"] / run["network_only_s"]
         run["cli_ratio"] = run["wall_s"] / run["network_only_s"]
         result[label] = run
-    if not args.quick:
-        run = run_cli(args, videos["short"], weights, workdir, ["num_workers=0"])
-        run["network_only_s"] = run["stacks"] * net_s
-        run["e2e_ratio"] = run["pipeline_wall_s"] / run["network_only_s"]
-        run["cli_ratio"] = run["wall_s"] / run["network_only_s"]
-        result["short_inline"] = run
     return result
 
 
