@@ -20,6 +20,8 @@ import pytest
 from batch_helpers import (KEYS, STACK, assert_same_outputs, cli_args, cli_reference, load_set,
                            make_cfg, make_extractor, read_jsonl, rel_err, run_cli)
 from utils.batch_run import run
+from utils.sinks import find_temporaries
+from utils.video_paths import output_names
 from videos import ffmpeg, synth
 
 WEIRD = "it's a \"quoted\" vidéo — 日本 (1).mp4"
@@ -171,7 +173,8 @@ def good_direct(batch, random_model):
 
 
 def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
+    """The output name the run gives ``path`` (flat layout)."""
+    return output_names([path])[0]
 
 
 def check_good_video(batch: Batch, good_direct) -> None:
@@ -314,5 +317,5 @@ def test_unwritable_output_fails_at_write_stage(batch, extractor, tmp_path):
     assert [(r["path"], r["stage"]) for r in failed] == [(batch.inputs["good"], "write")]
     assert str(blocker) in failed[0]["message"]
     assert (report.skipped, report.done, dict(report.failed)) == (1, 0, {"write": 1})
-    assert not [n for n in os.listdir(root) if n.endswith(".tmp")]
+    assert find_temporaries(str(root)) == {}
     assert not os.path.exists(root / "good_timestamps_ms.npy")

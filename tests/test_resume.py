@@ -74,7 +74,7 @@ def test_crash_between_renames_never_leaves_a_complete_mix(tmp_path, monkeypatch
     with pytest.raises(OSError):
         write_outputs(_arrays(2.0, rows=2), files)
     assert not outputs_complete(files)  # rows agree, yet old and new never pass as one set
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert find_temporaries(str(tmp_path)) == {}
 
 
 def test_outputs_complete_rejects_partial_and_garbled_sets(tmp_path):

@@ -19,13 +19,12 @@ import pytest
 import torch
 
 from batch_helpers import run_cli
+from conftest import SAMPLE
 import models.s3d.weights as weights
 from models.s3d.network import S3D
 from models.s3d.weights import (WeightsError, download, git_blob_sha1, load_into, load_weights,
                                 read_state_dict, resolve_weights)
 
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "sample", "sample.mp4")
 
 
 # --------------------------------------------------------------------------- helpers / fixtures
