@@ -10,9 +10,9 @@ import torch
 
 from models.s3d.extractor import ExtractS3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
-from utils.preprocess import KyleminFrames, crop_offsets, resized_size
+from utils.preprocess import KyleminFrames
 from utils.sinks import KEYS, load_output, output_files  # noqa: F401 -- KEYS: for the tests
-from videos import ffmpeg
+from videos import cli_frames, kylemin_vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "main.py")
@@ -107,12 +107,8 @@ def cli_reference(path: str, model, width: int, height: int, fps: float = 25,
     metadata itself.  The chain is the ``kylemin`` preset's, as FFmpeg filters.
     """
     step = step_size or stack_size
-    w, h = resized_size(width, height)
-    x, y = crop_offsets(w, h)
-    vf = f"fps={fps},scale={w}:{h}:flags=bilinear,format=rgb24,crop=224:224:{x}:{y}"
-    raw = ffmpeg("-i", path, "-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo",
-                 "-pix_fmt", "rgb24", "-")
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, 224, 224, 3)
+    frames = cli_frames(path, kylemin_vf(width, height, fps), 224, 224,
+                        extra=["-fps_mode", "passthrough"])
     starts = list(range(0, len(frames) - stack_size + 1, step))[:max_stacks]
     feats = []
     with torch.inference_mode():

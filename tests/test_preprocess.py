@@ -16,7 +16,7 @@ from utils.decode import VideoDecoder
 from utils.preprocess import (CROP, KyleminFrames, VideoFeaturesFrames, crop_offsets,
                               make_preset, resize_crop_float, resized_size)
 from utils.stacks import StackCutter, num_stacks
-from videos import cli_frames, clip_maker, ffmpeg
+from videos import cli_frames, clip_maker, ffmpeg, kylemin_vf
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,8 @@ def kylemin_vs_cli(path, fps):
         rotation = next(c.decode(video=0)).rotation
     if rotation % 180:
         w, h = h, w
-    rw, rh = resized_size(w, h)
-    x, y = crop_offsets(rw, rh)
-    assert min(rw, rh) == CROP
-    cli = cli_frames(path, f"fps={fps},scale={rw}:{rh}:flags=bilinear,format=rgb24,"
-                           f"crop={CROP}:{CROP}:{x}:{y}", CROP, CROP)
+    assert min(resized_size(w, h)) == CROP
+    cli = cli_frames(path, kylemin_vf(w, h, fps), CROP, CROP)
     preset = make_preset("kylemin")
     with VideoDecoder(path, fps) as d:
         ours = [preset(t.frame) for t in d]

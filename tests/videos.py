@@ -1,6 +1,6 @@
 """Test videos made on the spot with the test-only FFmpeg 9 CLI that imageio-ffmpeg ships."""
 import subprocess
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import imageio_ffmpeg
 
@@ -42,9 +42,20 @@ def clip_maker(folder, **defaults):
     return make
 
 
-def cli_frames(path: str, vf: str, width: int, height: int):
-    """Frames of ``ffmpeg -i path -vf vf -f rawvideo -pix_fmt rgb24 -`` as (N, H, W, 3) uint8."""
+def cli_frames(path: str, vf: str, width: int, height: int, extra: Sequence[str] = ()):
+    """Frames of ``ffmpeg -i path -vf vf [extra] -f rawvideo -pix_fmt rgb24 -`` as (N, H, W, 3)
+    uint8."""
     import numpy as np
 
-    raw = ffmpeg("-i", path, "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
+    raw = ffmpeg("-i", path, "-vf", vf, *extra, "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def kylemin_vf(width: int, height: int, fps) -> str:
+    """The ``kylemin`` preset as an FFmpeg filter chain, for an upright ``width`` x ``height``
+    video: resampled to ``fps``, short side scaled to 224, centre 224x224 crop."""
+    from utils.preprocess import CROP, crop_offsets, resized_size
+
+    w, h = resized_size(width, height)
+    x, y = crop_offsets(w, h)
+    return f"fps={fps},scale={w}:{h}:flags=bilinear,format=rgb24,crop={CROP}:{CROP}:{x}:{y}"
