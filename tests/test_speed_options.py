@@ -17,7 +17,7 @@ import models.s3d.fast as fast
 from models.s3d.extractor import ExtractS3D
 from models.s3d.fast import Conv3dAs2d, fold_batchnorm, inference_model, resolve_precision
 from utils.failures import ExtractionError
-from utils.prefetch import prefetch, prefetch_jobs
+from utils.prefetch import prefetch_jobs
 from utils.progress import RunProgress
 
 # The sample clip at 4 fps gives 40 frames: 5 stacks of the network's minimum (13 frames)
@@ -317,6 +317,15 @@ class Source:
                 yield i
         finally:
             self.closed = True
+
+
+def prefetch(iterable, depth: int):
+    """One video's stream, as the extractor gets it: a single job of ``prefetch_jobs``."""
+    streams = prefetch_jobs([lambda: iterable], 1 if depth > 0 else 0, depth)
+    try:
+        yield from next(streams)
+    finally:
+        streams.close()
 
 
 def no_prefetch_threads() -> bool:

@@ -3,13 +3,11 @@
 Decoding (PyAV releases the GIL) then overlaps with the network; the bounds keep memory
 independent of a video's length.  Exceptions reach the consumer at the point they occurred.
 
-``prefetch(iterable, depth)``: one stream (the batches of one video).
-
-``prefetch_jobs(jobs, workers, depth)``: many streams (one per video), consumed in order, with
-up to ``workers`` of them produced at once, so that decoding of the next video starts while
-the current one is still being computed: a job starts only when it is at most ``workers``
-jobs after the one being consumed, so at most ``(workers + 1) * depth`` items wait in memory,
-however short the videos are.
+``prefetch_jobs(jobs, workers, depth)``: one stream per job (the batches of one video),
+consumed in order, with up to ``workers`` of them produced at once, so that decoding of the
+next video starts while the current one is still being computed: a job starts only when it
+is at most ``workers`` jobs after the one being consumed, so at most ``(workers + 1) * depth``
+items wait in memory, however short the videos are.
 """
 import logging
 import queue
@@ -126,18 +124,6 @@ def _drain(channel: _Channel) -> Iterator:
             yield item
     finally:
         channel.stop.set()
-
-
-def prefetch(iterable: Iterable[T], depth: int) -> Iterator[T]:
-    """Yield the items of ``iterable``, produced by a thread at most ``depth`` items ahead.
-
-    ``depth <= 0`` runs inline.  Closing the returned generator stops the producer.
-    """
-    streams = prefetch_jobs([lambda: iterable], 1 if depth > 0 else 0, depth)
-    try:
-        yield from next(streams)
-    finally:
-        streams.close()
 
 
 def prefetch_jobs(jobs: Sequence[Callable[[], Iterable[T]]], workers: int,

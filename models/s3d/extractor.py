@@ -34,7 +34,7 @@ from models.s3d.weights import load_weights
 from utils.decode import VideoDecoder
 from utils.device import resolve_device
 from utils.failures import ExtractionError
-from utils.prefetch import prefetch, prefetch_jobs
+from utils.prefetch import prefetch_jobs
 from utils.preprocess import preset_class
 from utils.stacks import Stack, StackCutter, num_stacks
 from utils.tmp_video import ResampledVideoWriter
@@ -316,14 +316,15 @@ class ExtractS3D:
         return out
 
     @contextlib.contextmanager
-    def planned(self, paths: Sequence[str], progress: bool = False):
+    def planned(self, paths: Sequence[str], progress: bool = False, log_stats: bool = True):
         """Within the block, ``extract(p)`` for the ``paths`` (in this order) is decoded ahead.
 
         Up to ``num_workers`` videos are decoded at once, each a bounded number of batches
         ahead, so the next video's decoding starts while the current one computes.  A path
         asked for out of order skips the planned ones before it; one not planned is extracted
         on its own.  ``progress``: draw bars (utils.progress) when stderr is a terminal.  On
-        leaving, ``self.stats`` holds the run's totals and a "pipeline:" line is logged.
+        leaving, ``self.stats`` holds the run's totals, and (``log_stats``) a "pipeline:" line
+        is logged.
         """
         from utils.progress import RunProgress
 
@@ -336,7 +337,7 @@ class ExtractS3D:
             self._plan = previous
             plan.close()
             self.stats = plan.stats
-            if plan.stats.stacks:
+            if log_stats and plan.stats.stacks:
                 log.info(plan.stats.line())
 
     def extract_many(self, paths: Sequence[str], with_logits: bool = False,
@@ -359,17 +360,9 @@ class ExtractS3D:
         """Features of one video: ``s3d`` (Tv, 1024) float32, ``timestamps_ms`` (Tv, 2), ``fps``."""
         plan = self._plan
         taken = plan.take(path) if plan is not None else None
-        if taken is None:
-            info: dict = {}
-            depth = self.prefetch_batches if self.num_workers > 0 else 0
-            batches = prefetch(self._batches(path, info), depth)
-            self.stats = stats = PipelineStats(videos=1)
-            started = time.perf_counter()
-            try:
-                return self._consume(batches, info, with_logits, stats)
-            finally:
-                batches.close()
-                stats.wall_s = time.perf_counter() - started
+        if taken is None:  # not planned: a plan of its own
+            with self.planned([path], log_stats=False):
+                return self.extract(path, with_logits)
         batches, info = taken
         ok = False
         plan.progress.video_started(path)
