@@ -1,8 +1,10 @@
 """S3D video features from the command line.
 
     python main.py feature_type=s3d video_paths="[./sample/sample.mp4]" show_pred=true
+    python main.py --help      # every option, its default and meaning (utils/config.py)
 
-Options are documented in README.md and typed in utils/config.py.
+A thin shell: Hydra composes the typed config, ``utils.cli`` runs the batch with the
+extractor ``models.build_extractor`` makes for it.
 """
 import os
 import sys
@@ -10,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from models import build_extractor
 from utils.cli import preflight_or_exit, run_from_hydra
 from utils.config import register_configs
 
@@ -18,7 +21,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> int:
-    status = run_from_hydra(cfg)
+    status = run_from_hydra(cfg, build_extractor)
     if status:
         sys.exit(status)
     return status

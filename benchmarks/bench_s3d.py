@@ -34,12 +34,12 @@ import time
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+sys.path[:0] = [REPO]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from models.s3d.extractor import ExtractS3D  # noqa: E402
+from models.s3d import ExtractS3D  # noqa: E402
 from utils.preprocess import KyleminFrames  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -52,7 +52,7 @@ TARGETS = {"defaults": 1.6, "compile": 2.4}
 
 # -- helpers ----------------------------------------------------------------------------------
 def random_weights():
-    from s3d_reference import random_s3d  # tests/s3d_reference.py: seeded, non-trivial BatchNorm
+    from models.s3d.random_weights import random_s3d  # seeded, non-trivial BatchNorm
 
     return random_s3d(0)
 
@@ -215,14 +215,16 @@ def make_video(path: str, seconds: float, size: str, rate: int) -> str:
     """A synthetic 1080p H.264 clip: moving test pattern plus grain, about 5 Mbit/s."""
     if os.path.exists(path):
         return path
-    from videos import synth  # tests/videos.py: the FFmpeg CLI of imageio-ffmpeg
+    import imageio_ffmpeg  # the FFmpeg CLI it ships (a test dependency)
 
     log.info("generating %s (%g s, %s, %d fps): once, then cached", path, seconds, size, rate)
     t0 = time.perf_counter()
     part = path + ".part.mp4"
-    synth(part, seconds, str(rate), size,
-          extra=["-vf", "noise=alls=6:allf=t", "-preset", "veryfast", "-b:v", "5M",
-                 "-maxrate", "6M", "-bufsize", "10M", "-g", str(rate * 2)])
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+                    "-vf", "noise=alls=6:allf=t", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-preset", "veryfast", "-b:v", "5M", "-maxrate", "6M", "-bufsize", "10M",
+                    "-g", str(rate * 2), part], check=True)
     os.replace(part, path)
     log.info("generated in %.0f s", time.perf_counter() - t0)
     return path

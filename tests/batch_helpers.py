@@ -1,4 +1,5 @@
 """Helpers for the batch-run tests: configs, the CLI in a subprocess, an FFmpeg-CLI reference."""
+import contextlib
 import json
 import os
 import subprocess
@@ -8,10 +9,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from models.s3d.extractor import ExtractS3D
+from models.s3d import ExtractS3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
 from utils.preprocess import KyleminFrames
-from utils.sinks import KEYS, load_output, output_files  # noqa: F401 -- KEYS: for the tests
+from utils.naming import KEYS, output_files  # noqa: F401 -- KEYS: for the tests
+from utils.serialization import load_output
 from videos import cli_frames, kylemin_vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +34,13 @@ def make_cfg(video_paths=None, output_path: str = "./output", **kw) -> Extractio
 def make_extractor(model, stack_size: int = STACK, **kw) -> ExtractS3D:
     kw.setdefault("step_size", stack_size)
     return ExtractS3D(model=model, device="cpu", stack_size=stack_size, **kw)
+
+
+class ExtractorDouble:
+    """Base of the tests' stand-in extractors (``utils.batch_run.Extractor``): no decoding ahead."""
+
+    def planned(self, paths, progress=False):
+        return contextlib.nullcontext()
 
 
 def run_cli(args: List[str], cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from s3d_reference import random_s3d  # tests/ is on sys.path (rootdir conftest)
+from models.s3d.random_weights import random_s3d
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "sample", "sample.mp4")

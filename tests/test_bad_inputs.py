@@ -20,8 +20,8 @@ import pytest
 from batch_helpers import (KEYS, STACK, assert_same_outputs, cli_args, cli_reference, load_set,
                            make_cfg, make_extractor, read_jsonl, rel_err, run_cli)
 from utils.batch_run import run
-from utils.sinks import find_temporaries
-from utils.video_paths import output_names
+from utils.files import find_temporaries
+from utils.naming import output_names
 from videos import ffmpeg, synth
 
 WEIRD = "it's a \"quoted\" vidéo — 日本 (1).mp4"

@@ -9,7 +9,8 @@ import numpy as np
 
 from conftest import REPO
 from utils.manifests import main, merge
-from utils.sinks import output_files, write_outputs
+from utils.naming import output_files
+from utils.serialization import write_outputs
 
 
 def make_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):

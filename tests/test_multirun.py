@@ -22,7 +22,7 @@ from conftest import REPO, SAMPLE
 from utils.cli import compose_config
 from utils.manifests import merge
 from utils.manifests import main as merge_main
-from utils.sinks import KEYS
+from utils.naming import KEYS
 from videos import ffmpeg
 
 FAST = ["stack_size=16", "step_size=16", "extraction_fps=12", "on_extraction=save_numpy"]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from batch_helpers import rel_norm, run_cli
-from utils.sinks import KEYS
+from utils.naming import KEYS
 from conftest import REPO
-from models.s3d.extractor import ExtractS3D
-from utils.failures import ExtractionError
+from models.s3d import ExtractS3D
+from utils.errors import ExtractionError
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "sample_golden.npz")
 RTOL = 1e-4
@@ -123,7 +123,7 @@ def test_keep_tmp_files(tmp_path, random_model, sample_video):
     def broken_network(x):
         raise RuntimeError("broken network")
 
-    failing.net = broken_network
+    failing.runner.net = broken_network
     with pytest.raises(ExtractionError, match="broken network"):
         failing.extract(sample_video)
     assert os.listdir(tmp_path / "tmp_failed") == []

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from utils.decode import VideoDecoder
 from utils.preprocess import (CROP, KyleminFrames, VideoFeaturesFrames, crop_offsets,
-                              make_preset, resize_crop_float, resized_size)
+                              preset_class, resize_crop_float, resized_size)
 from utils.stacks import StackCutter, num_stacks
 from videos import cli_frames, clip_maker, ffmpeg, kylemin_vf
 
@@ -56,7 +56,7 @@ def kylemin_vs_cli(path, fps):
         w, h = h, w
     assert min(resized_size(w, h)) == CROP
     cli = cli_frames(path, kylemin_vf(w, h, fps), CROP, CROP)
-    preset = make_preset("kylemin")
+    preset = preset_class("kylemin")()
     with VideoDecoder(path, fps) as d:
         ours = [preset(t.frame) for t in d]
     assert len(ours) == len(cli), f"CLI {len(cli)} frames, ours {len(ours)}"
@@ -198,7 +198,7 @@ def test_video_features_preset_on_decoded_frames(clip, name):
     with av.open(path) as c:
         w, h = c.streams.video[0].width, c.streams.video[0].height
     cli = cli_frames(path, "fps=25,format=rgb24", w, h)
-    preset = make_preset("video_features")
+    preset = preset_class("video_features")()
     assert isinstance(preset, VideoFeaturesFrames)
     with VideoDecoder(path, 25) as d:
         ours = [preset(t.frame) for t in d]
@@ -211,7 +211,7 @@ def test_video_features_preset_on_decoded_frames(clip, name):
 
 def test_unknown_preset():
     with pytest.raises(ValueError, match="kylemin, video_features"):
-        make_preset("imagenet")
+        preset_class("imagenet")()
 
 
 # --- stacks ------------------------------------------------------------------------------

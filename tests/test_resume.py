@@ -10,12 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from batch_helpers import (KEYS, MAIN, assert_same_outputs, cli_args, load_set, make_cfg,
+from batch_helpers import (KEYS, MAIN, ExtractorDouble, assert_same_outputs, cli_args, load_set, make_cfg,
                            make_extractor, output_files_under, read_jsonl)
-from utils import sinks
+import utils.files as atomic_files
+from utils import serialization
 from utils.batch_run import run
-from utils.sinks import (find_temporaries, output_files, outputs_complete, remove_temporaries,
-                         write_outputs)
+from utils.files import find_temporaries, remove_temporaries
+from utils.naming import output_files
+from utils.resume import outputs_complete
+from utils.serialization import write_outputs
 from videos import synth
 
 KILL_STACK = 16
@@ -49,7 +52,7 @@ def test_write_failure_keeps_the_old_set(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         real_save(f, value, **kw)
 
-    monkeypatch.setattr(sinks.np, "save", failing_save)
+    monkeypatch.setattr(serialization.np, "save", failing_save)
     with pytest.raises(OSError):
         write_outputs(_arrays(2.0), files)
     assert outputs_complete(files)
@@ -70,7 +73,7 @@ def test_crash_between_renames_never_leaves_a_complete_mix(tmp_path, monkeypatch
             raise OSError(5, "Input/output error")
         real_replace(src, dst)
 
-    monkeypatch.setattr(sinks.os, "replace", crashing_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", crashing_replace)
     with pytest.raises(OSError):
         write_outputs(_arrays(2.0, rows=2), files)
     assert not outputs_complete(files)  # rows agree, yet old and new never pass as one set
@@ -114,7 +117,7 @@ def test_leftover_temporaries_are_found_per_output(tmp_path):
     found = find_temporaries(str(tmp_path))
     assert found == {str(tmp_path / "a_s3d.npy"): [str(stale[0])],
                      str(tmp_path / "sub" / "b c_fps.npy"): [str(stale[1])]}
-    remove_temporaries(output_files(str(tmp_path / "sub"), "b c", "save_numpy"), found)
+    remove_temporaries(output_files(str(tmp_path / "sub"), "b c", "save_numpy").values(), found)
     assert not stale[1].exists() and stale[0].exists()
 
 
@@ -166,7 +169,7 @@ def test_rerun_skips_complete_and_redoes_corrupt_outputs(three_videos, extractor
         [f"{n}_{k}.npy" for n in "abc" for k in KEYS] + ["failed.jsonl", "manifest-0-of-1.jsonl"])
 
 
-class _Counting:
+class _Counting(ExtractorDouble):
     """Wraps an extractor; counts calls and can raise KeyboardInterrupt on a given call."""
 
     def __init__(self, inner, interrupt_on=None):

@@ -10,12 +10,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from batch_helpers import (KEYS, assert_same_outputs, cli_args, load_set, make_cfg,
+from batch_helpers import (ExtractorDouble, KEYS, assert_same_outputs, cli_args, load_set, make_cfg,
                            output_files_under, read_jsonl, run_cli)
 from utils.batch_run import run
+from models import build_extractor
 from utils.cli import run_from_hydra
 from utils.run_report import RunReport
-from utils.video_paths import InputError, collect_paths, output_names
+from utils.errors import InputError
+from utils.inputs import collect_paths
+from utils.naming import output_names
 from videos import synth
 
 
@@ -110,7 +113,7 @@ def test_debug_shows_the_traceback_of_a_failed_video(clips, random_checkpoint, t
     for debug in (False, True):
         cfg = OmegaConf.structured(make_cfg([missing], str(tmp_path / "out"),
                                             weights_path=random_checkpoint, debug=debug))
-        assert run_from_hydra(cfg) == 1
+        assert run_from_hydra(cfg, build_extractor) == 1
         err = capsys.readouterr().err
         assert f"FAILED {missing}: open: no such file" in err
         assert ("Traceback" in err) is debug
@@ -119,7 +122,7 @@ def test_debug_shows_the_traceback_of_a_failed_video(clips, random_checkpoint, t
 def test_unexpected_error_fails_that_video_only_with_a_traceback(clips, tmp_path, caplog):
     """A bug (not an expected failure) still never stops the batch; its traceback is shown."""
 
-    class Buggy:
+    class Buggy(ExtractorDouble):
         device, labels = torch.device("cpu"), []
 
         def __init__(self):
@@ -183,14 +186,14 @@ def test_wrong_checkpoint_and_config_faults_in_process(clips, random_model, tmp_
     torch.save(state, wrong)
     out = tmp_path / "out"
     cfg = OmegaConf.structured(make_cfg([clips["good"]], str(out), weights_path=str(wrong)))
-    assert run_from_hydra(cfg) == 2
+    assert run_from_hydra(cfg, build_extractor) == 2
     [line] = _error_lines(capsys.readouterr().err)
     assert line.startswith("error: ") and "missing key" in line
     assert not out.exists()
     # a list file that cannot be read
     cfg = OmegaConf.structured(make_cfg(None, str(out), weights_path=str(wrong),
                                         file_with_video_paths=str(tmp_path / "none.txt")))
-    assert run_from_hydra(cfg) == 2
+    assert run_from_hydra(cfg, build_extractor) == 2
     [line] = _error_lines(capsys.readouterr().err)
     assert line.startswith("error: file_with_video_paths: cannot read")
     assert not out.exists()

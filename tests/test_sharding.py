@@ -8,7 +8,9 @@ from omegaconf import OmegaConf
 from utils.cli import preflight
 from utils.config import ExtractionConfig
 from utils.device import resolve_device
-from utils.video_paths import InputError, output_names, shard_paths
+from utils.errors import InputError
+from utils.inputs import shard_paths
+from utils.naming import output_names
 
 SIZES = [0, 1, 2, 3, 5, 7, 16, 100, 1001]
 SHARDS = [1, 2, 3, 4, 7, 8, 64, 1500]

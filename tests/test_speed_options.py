@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from batch_helpers import rel_norm
-import models.s3d.fast as fast
-from models.s3d.extractor import ExtractS3D
-from models.s3d.fast import Conv3dAs2d, fold_batchnorm, inference_model, resolve_precision
-from utils.failures import ExtractionError
+import models.s3d.inference as inference
+from models.s3d import ExtractS3D
+from models.s3d.inference import Conv3dAs2d, fold_batchnorm, inference_model, resolve_precision
+from utils.errors import ExtractionError
 from utils.prefetch import prefetch_jobs
-from utils.progress import RunProgress
+from utils.console import RunProgress
 
 # The sample clip at 4 fps gives 40 frames: 5 stacks of the network's minimum (13 frames)
 # 6 apart, so batch_size=4 makes one full batch and one partial one.
@@ -41,7 +41,7 @@ def wait_until(predicate, timeout: float = 20.0) -> bool:
 def reference(random_model, sample_video):
     """The plain eager forward: the loaded network (BatchNorm unfolded) on NCDHW input."""
     extractor = ExtractS3D(model=random_model, num_workers=0, **SMALL)
-    extractor.net = lambda x: random_model(x.contiguous())
+    extractor.runner.net = lambda x: random_model(x.contiguous())
     out = extractor.extract(sample_video, with_logits=True)
     assert out["s3d"].shape == (5, 1024)
     return out
@@ -251,7 +251,7 @@ def test_compile_option_plumbing(random_model, sample_video, default_out, monkey
             return model(x)
         return run
 
-    monkeypatch.setattr(fast.torch, "compile", fake_compile)
+    monkeypatch.setattr(inference.torch, "compile", fake_compile)
     extractor = ExtractS3D(model=random_model, compile=True, batch_size=4, **SMALL)
     out = extractor.extract(sample_video)
     assert calls == [dict(backend="inductor", dynamic=False)]
@@ -280,7 +280,7 @@ def test_out_of_memory_names_batch_size(random_model, sample_video):
     def oom(x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    extractor.net = oom
+    extractor.runner.net = oom
     with pytest.raises(ExtractionError) as info:
         extractor.extract(sample_video)
     assert info.value.stage == "model"
@@ -293,7 +293,7 @@ def test_other_model_errors_are_not_called_oom(random_model, sample_video):
     def broken(x):
         raise RuntimeError("shape mismatch somewhere\nmore lines")
 
-    extractor.net = broken
+    extractor.runner.net = broken
     with pytest.raises(ExtractionError, match="shape mismatch") as info:
         extractor.extract(sample_video)
     assert "batch_size" not in info.value.message
@@ -456,14 +456,14 @@ def test_producer_log_records_come_out_in_the_consumer_at_their_place():
 def test_progress_bars_count_videos_and_stacks(capsys):
     with RunProgress(2, enabled=True, long_video_stacks=3) as progress:
         progress.video_started("/data/a.mp4")
-        progress.stacks_done(2, {"expected_stacks": 4})
+        progress.stacks_done(2, 4)
         assert progress.stacks_bar is not None  # a long video gets its own bar
-        progress.stacks_done(2, {"expected_stacks": 4})
-        progress.video_finished("/data/a.mp4", True)
+        progress.stacks_done(2, 4)
+        progress.video_finished()
         progress.video_started("/data/b.mp4")
-        progress.stacks_done(1, {"expected_stacks": 1})
+        progress.stacks_done(1, 1)
         assert progress.stacks_bar is None
-        progress.video_finished("/data/b.mp4", False)
+        progress.video_finished()
         assert progress.total_stacks == 5 and progress.videos.n == 2
     err = capsys.readouterr().err
     assert "2/2" in err and "5 stacks" in err
@@ -472,6 +472,6 @@ def test_progress_bars_count_videos_and_stacks(capsys):
 def test_progress_is_silent_when_disabled(capsys):
     with RunProgress(1, enabled=False) as progress:
         progress.video_started("a.mp4")
-        progress.stacks_done(3, {"expected_stacks": 100})
-        progress.video_finished("a.mp4")
+        progress.stacks_done(3, 100)
+        progress.video_finished()
     assert capsys.readouterr().err == ""

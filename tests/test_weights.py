@@ -22,7 +22,8 @@ from batch_helpers import run_cli
 from conftest import SAMPLE
 import models.s3d.weights as weights
 from models.s3d.network import S3D
-from models.s3d.weights import (WeightsError, download, git_blob_sha1, load_into, load_weights,
+from utils.errors import WeightsError
+from models.s3d.weights import (download, git_blob_sha1, load_into, load_weights,
                                 read_state_dict, resolve_weights)
 
 

@@ -12,17 +12,34 @@ import os
 import signal
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Protocol, Sequence, Union
 
-from models.s3d.extractor import ExtractS3D
+import numpy as np
+
 from utils.config import ExtractionConfig
-from utils.failures import EXPECTED_CAUSES, ExtractionError
+from utils.console import print_features, print_predictions
+from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
+from utils.files import find_temporaries, remove_temporaries
+from utils.inputs import absolute_path, collect_paths, shard_paths
+from utils.naming import KEYS, output_files, output_names
+from utils.resume import outputs_complete
 from utils.run_report import RunReport, failed_name, manifest_name
-from utils.sinks import (find_temporaries, output_files, outputs_complete, print_features,
-                         print_predictions, remove_temporaries, write_outputs)
-from utils.video_paths import InputError, absolute_path, collect_paths, output_names, shard_paths
+from utils.serialization import write_outputs
 
 log = logging.getLogger(__name__)
+
+
+class Extractor(Protocol):
+    """What the batch run drives (``models.s3d.ExtractS3D``, or a test double)."""
+
+    device: Any
+    labels: List[str]  # class names for show_pred
+
+    def planned(self, paths: Sequence[str], progress: bool = False) -> ContextManager:
+        """Within the block, ``extract`` of these paths (in this order) may be decoded ahead."""
+
+    def extract(self, path: str, with_logits: bool = False) -> Dict[str, np.ndarray]:
+        """The video's arrays (``logits`` too with ``with_logits``); raises ExtractionError."""
 
 
 
@@ -86,19 +103,24 @@ def _open_report(cfg: ExtractionConfig, root: str, saving: bool, started: float)
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 
 
-def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunReport:
-    """Extract every video of this shard; return the report (``report.num_failed`` > 0: exit 1)."""
+def run(cfg: ExtractionConfig,
+        extractor: Union[Extractor, Callable[[ExtractionConfig], Extractor]]) -> RunReport:
+    """Extract every video of this shard; return the report (``report.num_failed`` > 0: exit 1).
+
+    ``extractor``: the one to drive, or a factory called with ``cfg`` once the inputs are
+    known to be usable (so a bad list fails before the weights are loaded).
+    """
     started = time.time()
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
-    names = output_names(paths, str(cfg.output_layout.value))  # on the whole list: shards agree
+    names = output_names(paths, cfg.output_layout.value)  # on the whole list: shards agree
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
     sink = cfg.on_extraction.value
     root = os.path.join(absolute_path(cfg.output_path), "s3d")
     saving = sink != "print"
-    if extractor is None:
-        extractor = ExtractS3D.from_config(cfg)  # weights faults stop the run here
+    if not hasattr(extractor, "extract"):
+        extractor = extractor(cfg)  # weights faults stop the run here
     report = _open_report(cfg, root, saving, started)
     temporaries = find_temporaries(root) if saving else {}
     log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
@@ -112,7 +134,7 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
         for path, name in mine:
             files = output_files(root, name, sink)
             if saving:
-                remove_temporaries(files, temporaries)  # left by a killed run
+                remove_temporaries(files.values(), temporaries)  # left by a killed run
                 present = None if cfg.overwrite else outputs_complete(files)
                 if present is not None:
                     report.add_skipped(path, files, *present)
@@ -121,8 +143,7 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
         if report.skipped:
             log.info("%d videos already have complete outputs (skipped), %d to extract",
                      report.skipped, len(todo))
-        planned = getattr(extractor, "planned", None)
-        with planned([p for p, _ in todo], progress=True) if planned else contextlib.nullcontext():
+        with extractor.planned([p for p, _ in todo], progress=True):
             for path, files in todo:
                 _one_video(cfg, extractor, report, path, files)
     except KeyboardInterrupt:
@@ -133,7 +154,7 @@ def run(cfg: ExtractionConfig, extractor: Optional[ExtractS3D] = None) -> RunRep
     return report
 
 
-def _one_video(cfg: ExtractionConfig, extractor: ExtractS3D, report: RunReport, path: str,
+def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, path: str,
                files: Dict[str, str]) -> None:
     """Extract and write one video (``files``: its outputs, ``{}`` to print); report the outcome."""
     saving = bool(files)
@@ -158,7 +179,7 @@ def _one_video(cfg: ExtractionConfig, extractor: ExtractS3D, report: RunReport, 
             if saving:
                 write_outputs(arrays, files)
             else:
-                print_features(path, arrays)
+                print_features(path, arrays, KEYS)
         except OSError as e:
             log.debug("traceback for %s", path, exc_info=True)
             where = getattr(e, "filename", None) or os.path.dirname(next(iter(files.values()), ""))

@@ -1,19 +1,26 @@
-"""The command line around the batch run: one-line config errors, logging, exit status."""
+"""The command line around the batch run: one-line config errors, ``--help``, exit status.
+
+``main.py`` hands ``run_from_hydra`` the factory that builds the extractor for a config, so
+this side never imports the networks.
+"""
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from models.s3d.weights import WeightsError
-from utils.video_paths import InputError
+from utils.batch_run import Extractor
+from utils.config import ExtractionConfig
+from utils.console import setup_logging
+from utils.errors import InputError, WeightsError, one_line
 
 log = logging.getLogger("s3d")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 CONFIG_NAME = "config"
+HELP_FLAGS = ("--help", "-h")
 
 
 class RunFailed(CompactHydraException):
@@ -24,50 +31,28 @@ class RunFailed(CompactHydraException):
     """
 
 
-def setup_logging(debug: bool = False) -> None:
-    class Formatter(logging.Formatter):
-        def format(self, record):
-            msg = super().format(record)
-            return f"WARNING: {msg}" if record.levelno == logging.WARNING else msg
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("libav", "PIL", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else ""
-
-
 def config_error_line(exc: BaseException) -> str:
     """One line naming the option and what is allowed, from Hydra's / OmegaConf's errors."""
     from hydra.errors import MissingConfigException
 
     if isinstance(exc, MissingConfigException):
-        group = "feature_type" if "feature_type" in str(exc) else None
         options = ", ".join(exc.options or []) if getattr(exc, "options", None) else ""
-        if group:
+        if "feature_type" in str(exc):
             bad = str(exc).split("feature_type/", 1)[-1].split("'")[0]
             return f"feature_type: {bad!r} is not available; expected one of [{options}]"
-        return _first_line(exc)
+        return one_line(exc)
     cause = exc
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         if isinstance(cause, ValueError) and ":" in str(cause):
-            return _first_line(cause)
+            return one_line(cause)
         cause = cause.__cause__ or cause.__context__
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None)
-        msg = getattr(cause, "msg", None) or _first_line(cause)
-        msg = _first_line(msg)
+        msg = one_line(getattr(cause, "msg", None) or cause)
         if "not in" in msg and key:
-            return f"{key}: unknown option (see README for the options)"
+            return f"{key}: unknown option (see python main.py --help)"
         return f"{key}: {msg}" if key else msg
-    return _first_line(exc)
+    return one_line(exc)
 
 
 def compose_config(overrides: List[str], return_hydra_config: bool = False) -> DictConfig:
@@ -92,7 +77,13 @@ def preflight(overrides: List[str]) -> Optional[str]:
 
 
 def preflight_or_exit(argv: List[str]) -> None:
-    """Validate a plain run's overrides up front; flags (``-m``, ``--cfg``...) go to Hydra as is."""
+    """``--help``: the options; otherwise validate a plain run's overrides up front (exit 2 on
+    a bad one).  Other flags (``-m``, ``--cfg``, ``--hydra-help``...) go to Hydra as they are."""
+    if any(a in HELP_FLAGS for a in argv):
+        from utils.config import help_text
+
+        print(help_text())
+        sys.exit(0)
     if any(a.startswith("-") for a in argv):
         return
     error = preflight(argv)
@@ -101,7 +92,10 @@ def preflight_or_exit(argv: List[str]) -> None:
         sys.exit(2)
 
 
-def run_from_hydra(cfg: DictConfig) -> int:
+ExtractorFactory = Callable[[ExtractionConfig], Extractor]
+
+
+def run_from_hydra(cfg: DictConfig, build_extractor: ExtractorFactory) -> int:
     """The body of ``main``: returns the exit status (0 only if no video failed)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -111,10 +105,10 @@ def run_from_hydra(cfg: DictConfig) -> int:
     setup_logging(bool(cfg.get("debug", False)))
     try:
         conf = OmegaConf.to_object(cfg)
-        report = run(conf)
+        report = run(conf, build_extractor)
     except (ValueError, WeightsError, InputError, OmegaConfBaseException) as e:
         log.debug("traceback (debug=true)", exc_info=True)
-        message = config_error_line(e) if isinstance(e, OmegaConfBaseException) else _first_line(e)
+        message = config_error_line(e) if isinstance(e, OmegaConfBaseException) else one_line(e)
         if multirun:
             raise RunFailed(message) from None
         print(f"error: {message}", file=sys.stderr)

@@ -1,16 +1,47 @@
-"""The typed configuration: one dataclass, registered with Hydra's ConfigStore.
+"""Every option in one place: its type, default, meaning and validation.
 
-Hydra checks types and enum values while composing; ``__post_init__`` (run by
-``OmegaConf.to_object`` at start-up) checks the rules that span fields.  Every failure is
-a ``ValueError`` whose message starts with the option's name.
+``ExtractorOptions`` holds what shapes the features (the Python API, ``ExtractS3D(**options)``,
+takes exactly these); ``ExtractionConfig`` adds what a batch run needs (inputs, sink, shards)
+and is the typed schema Hydra composes the command line into.  Both validate in
+``__post_init__`` (run by ``OmegaConf.to_object`` at start-up, and by the dataclass
+constructor in the API), so a bad value gives the same one-line ``ValueError`` whichever way it
+came in: ``"<option>: <what is wrong>; expected <what is allowed>"``.
+
+Per-network defaults (``stack_size``, ``step_size``, ``extraction_fps``, ``preprocess``) are in
+``FEATURE_TYPES``: the schema leaves them ``???`` (Hydra's "missing"), the ``feature_type``
+config group made from the table fills them on the command line, and ``__post_init__`` does
+in the API.  ``help_text()`` is what ``python main.py --help`` prints.
 """
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from models.s3d.network import MIN_STACK_SIZE
+
+@dataclass(frozen=True)
+class FeatureType:
+    """A network the tool extracts, with the defaults and limits of its input."""
+
+    name: str
+    description: str
+    stack_size: int
+    step_size: int
+    extraction_fps: float
+    preprocess: str
+    min_stack_size: int
+
+
+# The networks; their modules (models/<name>/) take their limits from here.
+FEATURE_TYPES: Dict[str, FeatureType] = {
+    "s3d": FeatureType(
+        "s3d", "S3D, Kinetics-400 (kylemin/S3D weights): 64-frame stacks at 25 fps",
+        stack_size=64, step_size=64, extraction_fps=25.0, preprocess="kylemin",
+        # with 12 frames the last max-pool leaves one time step and the head's (2, H', W')
+        # average pool has nothing to pool (tests/test_network.py checks both)
+        min_stack_size=13),
+}
 
 
 class OnExtraction(str, Enum):
@@ -35,57 +66,218 @@ class OutputLayout(str, Enum):
     mirror = "mirror"
 
 
-@dataclass
-class ExtractionConfig:
-    feature_type: str = "s3d"
-    stack_size: int = 64
-    step_size: int = 64
-    extraction_fps: Optional[float] = 25.0
-    device: str = "cuda:0"
-    video_paths: Any = None
-    file_with_video_paths: Optional[str] = None
-    on_extraction: OnExtraction = OnExtraction.print
-    output_path: str = "./output"
-    keep_tmp_files: bool = False
-    tmp_path: str = "./tmp"
-    show_pred: bool = False
-    weights_path: Optional[str] = None
-    preprocess: Preprocess = Preprocess.kylemin
-    batch_size: Optional[int] = None
-    num_workers: int = 1
-    precision: Precision = Precision.fp32
-    compile: bool = False
-    shard: int = 0
-    num_shards: int = 1
-    overwrite: bool = False
-    output_layout: OutputLayout = OutputLayout.flat
-    debug: bool = False
+Check = Callable[[Any, Any], Optional[str]]  # (value, options) -> what is wrong, or None
+
+
+def option(default, help: str, check: Optional[Check] = None, shown: Optional[str] = None):
+    """A dataclass field with its meaning (``help``), its ``check`` and how ``--help`` shows
+    its default (``shown``)."""
+    return field(default=default, metadata={"help": help, "check": check, "shown": shown})
+
+
+# -- checks: each returns the text after "<option>: ", or None when the value is fine ---------
+def _int_at_least(low: int, extra: str = "") -> Check:
+    def check(value, _):
+        if value is not None and value < low:
+            return f"{value} is not allowed; expected an integer >= {low}{extra}"
+        return None
+    return check
+
+
+def _check_stack_size(value, options) -> Optional[str]:
+    low = FEATURE_TYPES[options.feature_type].min_stack_size
+    if value < low:
+        return f"{value} is below the network's minimum; expected an integer >= {low}"
+    return None
+
+
+def _check_fps(value, _) -> Optional[str]:
+    if value is not None and not value > 0:
+        return (f"{value} is not allowed; expected a positive number or null (keep every "
+                "decoded frame)")
+    return None
+
+
+def _check_feature_type(value, _) -> Optional[str]:
+    if value not in FEATURE_TYPES:
+        return f"{value!r} is not available; expected one of [{', '.join(FEATURE_TYPES)}]"
+    return None
+
+
+_DEVICE = re.compile(r"^(cpu|cuda)(:(\d+))?$")
+
+
+def _check_device(value, _) -> Optional[str]:
+    """``cpu``, ``cuda`` or ``cuda:N``; an N this machine lacks is an error when it has CUDA
+    (without CUDA, the run falls back to the CPU with a warning: utils.device)."""
+    m = _DEVICE.match(str(value))
+    if not m or (m[1] == "cpu" and m[2]):
+        return f"{value!r} is not supported; expected cpu, cuda or cuda:N (the N-th GPU)"
+    if m[1] == "cuda" and m[3] is not None:
+        import torch
+
+        if torch.cuda.is_available() and int(m[3]) >= torch.cuda.device_count():
+            return (f"{value} does not exist; this machine has {torch.cuda.device_count()} "
+                    "CUDA device(s), cuda:0 to cuda:{}".format(torch.cuda.device_count() - 1))
+    return None
+
+
+def _check_shard(value, options) -> Optional[str]:
+    if options.num_shards >= 1 and not 0 <= value < options.num_shards:
+        return f"{value} is not allowed; expected 0 <= shard < num_shards={options.num_shards}"
+    return None
+
+
+_TYPE_NAMES = {int: "Integer", float: "Float", bool: "Boolean", str: "String"}
+
+
+def _coerce(name: str, value, kind):
+    """``value`` as the field's type (``kind``), with OmegaConf's wording when it is not one,
+    so the API and the command line say the same."""
+    optional = getattr(kind, "__origin__", None) is not None and type(None) in kind.__args__
+    if optional:
+        kind = next(a for a in kind.__args__ if a is not type(None))
+        if value is None:
+            return None
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        try:
+            return kind(getattr(value, "value", value))
+        except ValueError:
+            allowed = ", ".join(m.value for m in kind)
+            raise ValueError(f"{name}: Invalid value {value!r}, expected one of [{allowed}]"
+                             ) from None
+    if kind in (int, float) and not isinstance(value, bool):
+        if isinstance(value, int) or (kind is float and isinstance(value, float)):
+            return kind(value)
+    elif kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+        return value
+    elif kind not in _TYPE_NAMES:
+        return value
+    raise ValueError(f"{name}: Value {value!r} of type {type(value).__name__!r} could not be "
+                     f"converted to {_TYPE_NAMES[kind]}")
+
+
+NETWORK_DEFAULT = "???"  # Hydra's "missing": the value comes from FEATURE_TYPES
+NETWORK_OPTIONS = ("stack_size", "step_size", "extraction_fps", "preprocess")
+
+
+class _Validated:
+    """Fill the network's defaults, coerce every field to its type, run every check."""
 
     def __post_init__(self) -> None:
-        if self.feature_type != "s3d":
-            raise ValueError(f"feature_type: {self.feature_type!r} is not supported; expected s3d")
-        if self.stack_size < MIN_STACK_SIZE:
-            raise ValueError(f"stack_size: {self.stack_size} is below the network's minimum; "
-                             f"expected an integer >= {MIN_STACK_SIZE}")
-        if self.step_size < 1:
-            raise ValueError(f"step_size: {self.step_size} is not allowed; expected an integer >= 1")
-        if self.extraction_fps is not None and not self.extraction_fps > 0:
-            raise ValueError(f"extraction_fps: {self.extraction_fps} is not allowed; expected a "
-                             "positive number or null (keep every decoded frame)")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size: {self.batch_size} is not allowed; expected an integer "
-                             ">= 1 or null (1 on CPU, 8 on CUDA)")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers: {self.num_workers} is not allowed; expected an integer >= 0")
-        if self.num_shards < 1:
-            raise ValueError(f"num_shards: {self.num_shards} is not allowed; expected an integer >= 1")
-        if not 0 <= self.shard < self.num_shards:
-            raise ValueError(f"shard: {self.shard} is not allowed; expected 0 <= shard < "
-                             f"num_shards={self.num_shards}")
+        problem = _check_feature_type(self.feature_type, self)
+        if problem:
+            raise ValueError(f"feature_type: {problem}")
+        spec = FEATURE_TYPES[self.feature_type]
+        for name in NETWORK_OPTIONS:
+            if getattr(self, name) == NETWORK_DEFAULT:
+                setattr(self, name, getattr(spec, name))
+        for f in fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _resolve(f.type)))
+        for f in fields(self):
+            check = f.metadata.get("check")
+            problem = check(getattr(self, f.name), self) if check else None
+            if problem:
+                raise ValueError(f"{f.name}: {problem}")
+        self._check_across_fields()
+
+    def _check_across_fields(self) -> None:
+        pass
+
+
+def _resolve(kind):
+    """Dataclass field types may be strings (``from __future__ import annotations``) or types."""
+    return eval(kind, globals()) if isinstance(kind, str) else kind  # noqa: S307 -- our own annotations
+
+
+@dataclass
+class ExtractorOptions(_Validated):
+    """What turns a video into features: the options of ``ExtractS3D`` and of the CLI."""
+
+    feature_type: str = option("s3d", "the network: " + ", ".join(FEATURE_TYPES),
+                               _check_feature_type)
+    stack_size: int = option(NETWORK_DEFAULT, "frames per feature window (the network's minimum: "
+                                       "13 for s3d)", _check_stack_size,
+                                       shown="the network's (s3d: 64)")
+    step_size: int = option(NETWORK_DEFAULT, "frames between window starts", _int_at_least(1),
+                                      shown="the network's (s3d: 64)")
+    extraction_fps: Optional[float] = option(NETWORK_DEFAULT, "resample to this frame rate first (FFmpeg's fps "
+                                 "filter); null keeps every decoded frame", _check_fps,
+                                 shown="the network's (s3d: 25)")
+    preprocess: Preprocess = option(
+        NETWORK_DEFAULT, "kylemin: FFmpeg bilinear resize, pixels in [-1, 1]; video_features: the "
+        "incumbent's torch resize, [0, 1]", shown="the network's (s3d: kylemin)")
+    weights_path: Optional[str] = option(None, "a local checkpoint; null: the default weights, "
+                                         "downloaded once into torch's hub cache")
+    device: str = option("cuda:0", "torch device: cpu, cuda or cuda:N; without CUDA, the CPU "
+                         "(with a warning)", _check_device)
+    batch_size: Optional[int] = option(None, "stacks per forward pass; null: 1 on CPU, 8 on CUDA",
+                                       _int_at_least(1, " or null (1 on CPU, 8 on CUDA)"))
+    num_workers: int = option(1, "videos decoded ahead in background threads (0: inline)",
+                              _int_at_least(0))
+    precision: Precision = option(Precision.fp32, "fp32, fp16 or bf16 (autocast; CUDA only, "
+                                  "fp32 on the CPU)")
+    compile: bool = option(False, "torch.compile with inductor freezing (tens of seconds to "
+                           "compile; for long runs)")
+    keep_tmp_files: bool = option(False, "keep the resampled video (libx264) in tmp_path")
+    tmp_path: str = option("./tmp", "where kept resampled videos go")
+
+
+@dataclass
+class ExtractionConfig(ExtractorOptions):
+    """The command line's options: the extractor's, plus inputs, sink and sharding."""
+
+    video_paths: Any = option(None, "one path or a list: \"[a.mp4, b.mkv]\"")
+    file_with_video_paths: Optional[str] = option(
+        None, "a text file, one path a line (or a failed.jsonl / manifest to retry)")
+    on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy) or "
+                                         "save_pickle (.pkl)")
+    output_path: str = option("./output", "features go to <output_path>/s3d/<name>_<key>.<ext>")
+    output_layout: OutputLayout = option(OutputLayout.flat, "flat (<stem>_<key>) or mirror "
+                                         "(the inputs' folders kept)")
+    overwrite: bool = option(False, "redo videos whose outputs exist")
+    show_pred: bool = option(False, "print the top-5 Kinetics-400 classes of every stack")
+    shard: int = option(0, "this process takes the inputs i with i % num_shards == shard",
+                        _check_shard)
+    num_shards: int = option(1, "number of shards the input list is split into",
+                             _int_at_least(1))
+    debug: bool = option(False, "tracebacks for failures, debug logging")
+
+    def _check_across_fields(self) -> None:
         if self.video_paths in (None, "", []) and not self.file_with_video_paths:
             raise ValueError("video_paths: no input given; set video_paths (a path or a list) "
                              "or file_with_video_paths (a text file, one path a line)")
 
 
+def extractor_options(cfg) -> Dict[str, Any]:
+    """The ``ExtractorOptions`` fields of ``cfg`` (a config or any object with them)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(ExtractorOptions)}
+
+
+def help_text() -> str:
+    """The options, their defaults and meanings, for ``python main.py --help``."""
+    rows = []
+    for f in fields(ExtractionConfig):
+        default = f.metadata.get("shown")
+        if default is None:
+            value = f.default
+            default = "null" if value is None else str(getattr(value, "value", value)).lower() \
+                if isinstance(value, bool) else str(getattr(value, "value", value))
+        rows.append((f.name, default, f.metadata.get("help", "")))
+    width = max(len(name) for name, _, _ in rows)
+    lines = ["usage: python main.py [option=value ...]   (Hydra overrides; -m for multirun)",
+             "", "options:"]
+    for name, default, meaning in rows:
+        lines.append(f"  {name:<{width}}  {meaning} (default: {default})")
+    lines += ["", "Hydra's own flags: python main.py --hydra-help"]
+    return "\n".join(lines)
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="extraction_schema", node=ExtractionConfig)
+    """The schema, and one ``feature_type`` group entry per network (its defaults, at the top
+    level: ``python main.py feature_type=s3d stack_size=32``)."""
+    store = ConfigStore.instance()
+    store.store(name="extraction_schema", node=ExtractionConfig)
+    for spec in FEATURE_TYPES.values():
+        node = {"feature_type": spec.name, **{n: getattr(spec, n) for n in NETWORK_OPTIONS}}
+        store.store(group="feature_type", name=spec.name, node=node, package="_global_")

@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional, Tuple
 import av
 import av.error
 
-from utils.failures import ExtractionError
+from utils.errors import ExtractionError
 
 log = logging.getLogger(__name__)
 

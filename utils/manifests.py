@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from utils.errors import InputError
+from utils.inputs import collect_paths, shard_of
 from utils.run_report import MANIFEST_RE
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,6 @@ def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summ
 
 def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
     """Compare with the run's input list, sharded as the run shards it."""
-    from utils.video_paths import collect_paths
-
     paths = collect_paths(None, file_with_video_paths)
     summary.inputs = len(paths)
     summary.unreported = [p for p in paths if p not in summary.records]
@@ -159,7 +159,7 @@ def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
         return
     k = summary.num_shards or 1
     index = {p: i for i, p in enumerate(paths)}
-    summary.unreported_shards = sorted({index[p] % k for p in summary.unreported})
+    summary.unreported_shards = sorted({shard_of(index[p], k) for p in summary.unreported})
 
 
 def format_summary(s: Summary, max_listed: int = 50) -> str:
@@ -225,8 +225,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
-
-    from utils.video_paths import InputError
 
     try:
         summary = merge(args.output_path, args.file_with_video_paths)

@@ -120,7 +120,3 @@ def preset_class(name: str):
         raise ValueError(f"preprocess: unknown preset {name!r}; expected one of "
                          f"{', '.join(PRESETS)}") from None
 
-
-def make_preset(name: str):
-    """A new frame converter for one video."""
-    return preset_class(name)()

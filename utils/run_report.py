@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from typing import Dict, List, Optional
 
+from utils.files import write_bytes
+
 log = logging.getLogger(__name__)
 
 MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
@@ -41,8 +43,7 @@ class RunReport:
         self.manifest_file = manifest_file
         for path in (failed_file, manifest_file):
             if path:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                open(path, "w").close()
+                write_bytes(path, b"")  # this run's records start afresh
 
     def _append(self, path: Optional[str], record: Dict) -> None:
         if path:

@@ -1,26 +1,24 @@
 """Write the resampled frames to a video in ``tmp_path`` (``keep_tmp_files=true``), libx264."""
 import logging
-import os
-import tempfile
 from fractions import Fraction
 
 import av
+
+from utils.files import AtomicFile
 
 log = logging.getLogger(__name__)
 
 
 class ResampledVideoWriter:
-    """Encodes frames as they flow past; the file appears under its final name when closed."""
+    """Encodes frames as they flow past; the file appears under its final name when closed
+    with ``keep=True`` (written through ``utils.files``, like every output)."""
 
     def __init__(self, path: str, fps: Fraction):
         self.path = path
         self.fps = fps
-        folder, name = os.path.split(path)
-        os.makedirs(folder or ".", exist_ok=True)
-        # a name of its own: two videos with the same stem may be decoded at once
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
-        os.close(fd)
-        self.container = av.open(self.tmp, "w", format="mp4")
+        # a temporary of its own: two videos with the same stem may be decoded at once
+        self.out = AtomicFile(path)
+        self.container = av.open(self.out.file, "w", format="mp4")
         self.stream = None
 
     def write(self, frame: av.VideoFrame) -> None:
@@ -36,11 +34,12 @@ class ResampledVideoWriter:
         self.container.mux(self.stream.encode(out))
 
     def close(self, keep: bool = True) -> None:
-        if self.stream is not None:
-            self.container.mux(self.stream.encode(None))
-        self.container.close()
-        if keep and self.stream is not None:
-            os.replace(self.tmp, self.path)
-            log.info("resampled video kept at %s", self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        try:
+            if self.stream is not None:
+                self.container.mux(self.stream.encode(None))
+            self.container.close()
+            if keep and self.stream is not None:
+                self.out.commit()
+                log.info("resampled video kept at %s", self.path)
+        finally:
+            self.out.discard()

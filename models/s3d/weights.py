@@ -9,7 +9,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -20,6 +19,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from utils.errors import WeightsError, one_line
+from utils.files import AtomicFile
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = ("https://github.com/v-iashin/video_features/raw/"
@@ -27,10 +29,6 @@ DEFAULT_URL = ("https://github.com/v-iashin/video_features/raw/"
                "S3D_kinetics400_torchified.pt")
 DEFAULT_SHA1 = "65b27cbb412937b3dd705f4216cb822d679535df"  # git blob SHA-1 of that file
 DEFAULT_FILENAME = "S3D_kinetics400_torchified.pt"
-
-
-class WeightsError(Exception):
-    """A checkpoint cannot be fetched, read or loaded; the message says which file and why."""
 
 
 def git_blob_sha1(path: str) -> str:
@@ -49,7 +47,7 @@ def default_checkpoint_path() -> str:
 def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
     """Fetch ``url`` to ``dest`` unless a verified copy is there; verify its git blob SHA-1.
 
-    The file is written under a temporary name beside ``dest`` and renamed only once
+    The file is written through ``utils.files.AtomicFile`` and renamed into place only once
     verified, so a failed or interrupted download never leaves a file that looks done.
     """
     if os.path.isfile(dest):
@@ -58,28 +56,27 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
         log.warning("%s: checksum mismatch, downloading it again", dest)
     advice = (f"without network, get {DEFAULT_FILENAME} elsewhere and pass "
               f"weights_path=/path/to/it")
-    folder = os.path.dirname(dest) or "."
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=folder)
+        out = AtomicFile(dest)
     except OSError as e:  # e.g. a read-only TORCH_HOME on a cluster node
-        raise WeightsError(f"cannot write the default S3D weights to {folder} "
-                           f"({_one_line(e.strerror or e)}); set TORCH_HOME to a writable folder "
-                           f"or pass weights_path=/path/to/{DEFAULT_FILENAME}") from None
+        raise WeightsError(f"cannot write the default S3D weights to {os.path.dirname(dest)} "
+                           f"({one_line(e.strerror or e, 200)}); set TORCH_HOME to a writable "
+                           f"folder or pass weights_path=/path/to/{DEFAULT_FILENAME}") from None
     try:
         log.info("downloading %s to %s", url, dest)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
                 announced = resp.headers.get("Content-Length")
                 received = 0
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(chunk)
+                    out.file.write(chunk)
                     received += len(chunk)
+            out.finish()
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             if isinstance(e, urllib.error.HTTPError):
-                reason = f"HTTP {e.code} {_one_line(e.reason)}"
+                reason = f"HTTP {e.code} {one_line(e.reason, 200)}"
             else:
-                reason = _one_line(getattr(e, "reason", None) or e)
+                reason = one_line(getattr(e, "reason", None) or e, 200)
             raise WeightsError(f"cannot download the default S3D weights from {url} ({reason}); "
                                f"{advice}") from None
         # http.client (Python 3.11) ends a body the server cut short without an error,
@@ -88,25 +85,14 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
             raise WeightsError(f"cannot download the default S3D weights from {url} (the "
                                f"connection closed after {received} of {announced} bytes); "
                                f"{advice}")
-        got = git_blob_sha1(tmp)
+        got = git_blob_sha1(out.tmp)
         if got != sha1:
             raise WeightsError(f"downloaded {url} but its git blob SHA-1 is {got}, expected "
                                f"{sha1}; the file was discarded, {dest} not written")
-        os.replace(tmp, dest)
+        out.commit()
         return dest
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _one_line(cause, limit: int = 200) -> str:
-    """The first line and sentence of an exception's (or any) text, for a one-line message."""
-    text = str(cause).strip()
-    if not text and isinstance(cause, BaseException):
-        return type(cause).__name__
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    line = re.split(r"(?<=[^.\s]{2})\. ", line, maxsplit=1)[0].rstrip(".")
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+        out.discard()
 
 
 _ZIP_MAGIC = b"PK\x03\x04"   # torch.save's default format is a zip archive
@@ -128,7 +114,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         with open(path, "rb") as f:
             head = f.read(len(_ZIP_MAGIC))
     except OSError as e:
-        raise WeightsError(f"weights_path {path}: cannot read it ({_one_line(e.strerror or e)})"
+        raise WeightsError(f"weights_path {path}: cannot read it ({one_line(e.strerror or e, 200)})"
                            ) from None
     if not head:
         raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint")
@@ -156,7 +142,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001  damaged input makes torch.load fail in many ways
         # (RuntimeError, EOFError, ValueError, KeyError, IndexError, AssertionError... seen
         # by fuzzing truncated and bit-flipped files): all mean the file cannot be read.
-        cause = f"{type(e).__name__}: {_one_line(e)}" if str(e).strip() else type(e).__name__
+        cause = f"{type(e).__name__}: {one_line(e, 200)}" if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path}: corrupted or truncated checkpoint ({cause})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

@@ -15,8 +15,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(os.path.dirname(HERE)), os.path.dirname(HERE)]
 
-from models.s3d.extractor import ExtractS3D  # noqa: E402
-from s3d_reference import random_s3d  # noqa: E402
+from models.s3d import ExtractS3D  # noqa: E402
+from models.s3d.random_weights import random_s3d
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "sample", "sample.mp4")
 GOLDEN = os.path.join(HERE, "sample_golden.npz")

@@ -1,27 +1,48 @@
-"""Progress bars for a batch run: one over videos and, for long videos, one over their stacks.
+"""What the user sees on the terminal: log lines, progress bars, printed features and predictions.
+
+Log lines go to stderr (``setup_logging``); ``print`` is only for what the user asked to see
+(the ``print`` sink and ``show_pred``).
+
+Progress bars: one over videos and, for long videos, one over their stacks.
 
 Bars go to stderr and only when it is a terminal (tqdm's ``disable=None``), so logs and pipes
 stay clean; meanwhile console log lines are routed through ``tqdm.write`` so they do not break
 the bars.  The run's last line (videos, stacks, seconds of video, wall time, stacks/s) is
-``utils.run_report.RunReport.summary``; this module only draws the bars.
+``utils.run_report.RunReport.summary``.
 """
 import contextlib
 import logging
 import os
 import sys
 import time
-from typing import Optional
+from typing import Dict, List, Optional
+
+import numpy as np
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-log = logging.getLogger(__name__)
-
 LONG_VIDEO_STACKS = 16  # a video expected to give at least this many stacks gets its own bar
 
 
+def setup_logging(debug: bool = False) -> None:
+    """Plain messages on stderr (``WARNING:`` in front of warnings); DEBUG with ``debug``."""
+    class Formatter(logging.Formatter):
+        def format(self, record):
+            msg = super().format(record)
+            return f"WARNING: {msg}" if record.levelno == logging.WARNING else msg
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("libav", "PIL", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 class RunProgress:
-    """``video_started(path)``, ``stacks_done(n, info)``, ``video_finished(path, ok)``; ``close()``.
+    """``video_started(path)``, ``stacks_done(n, expected)``, ``video_finished()``; ``close()``.
 
     ``enabled``: None shows the bars only when stderr is a terminal; False never; True always.
     """
@@ -44,11 +65,11 @@ class RunProgress:
         if self.enabled:
             self.videos.set_description_str(f"videos ({os.path.basename(path)})", refresh=False)
 
-    def stacks_done(self, n: int, info: Optional[dict] = None) -> None:
+    def stacks_done(self, n: int, expected: Optional[int] = None) -> None:
+        """``n`` more stacks of the current video, of ``expected`` in all (when known)."""
         self.total_stacks += n
         if not self.enabled:
             return
-        expected = (info or {}).get("expected_stacks")
         if self.stacks_bar is None and expected and expected >= self.long_video_stacks:
             self.stacks_bar = tqdm(total=expected, unit="stack", desc="stacks", leave=False,
                                    file=sys.stderr, dynamic_ncols=True)
@@ -56,7 +77,7 @@ class RunProgress:
             self.stacks_bar.update(n)
         self._postfix()
 
-    def video_finished(self, path: str, ok: bool = True) -> None:
+    def video_finished(self) -> None:
         if self.stacks_bar is not None:
             self.stacks_bar.close()
             self.stacks_bar = None
@@ -81,3 +102,26 @@ class RunProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def print_features(path: str, arrays: Dict[str, np.ndarray], keys) -> None:
+    """The ``print`` sink: each of ``keys``, with its shape and dtype."""
+    print(f"{path}:")
+    for key in keys:
+        value = np.asarray(arrays[key])
+        print(f"  {key} (shape {value.shape}, {value.dtype}):")
+        print("   ", np.array2string(value, threshold=64, edgeitems=3, precision=4).replace("\n", "\n    "))
+
+
+def print_predictions(path: str, logits: np.ndarray, spans: List[tuple], labels: List[str],
+                      k: int = 5, out=None) -> None:
+    """``show_pred``: per stack, its time range and the top-k classes with logit and probability."""
+    logits = np.asarray(logits, dtype=np.float64)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    print(f"{path}: top-{k} Kinetics-400 classes per stack", file=out)
+    for i, (row, prob, (start, end)) in enumerate(zip(logits, probs, spans)):
+        top = np.argsort(-row, kind="stable")[:k]
+        print(f"  stack {i} [{start / 1000:.2f} s, {end / 1000:.2f} s)", file=out)
+        for c in top:
+            print(f"    {row[c]:9.3f}  {prob[c]:.3f}  {labels[c]}", file=out)

@@ -1,4 +1,4 @@
-"""Make a loaded S3D fast for inference without changing its features.
+"""Prepare a loaded S3D for inference (faster, same features) and run it on a batch.
 
 ``inference_model(model, device, ...)`` returns a *copy* of the network (the loaded model keeps
 its checkpoint keys) with:
@@ -16,7 +16,8 @@ its checkpoint keys) with:
   opt-in (``compile=true``) for long batch runs.
 
 ``autocast(device, precision)`` gives the context for ``precision=fp16|bf16`` (CUDA only; see
-``resolve_precision``).
+``resolve_precision``).  ``BatchRunner`` runs that network on one batch of preset pixels and
+turns its failures (out of memory above all) into ``model``-stage ``ExtractionError``s.
 """
 import contextlib
 import copy
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from utils.errors import ExtractionError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +236,70 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
+
+
+class BatchRunner:
+    """``runner(frames) -> (features, logits)``: (B, T, H, W, 3) preset pixels in, float32
+    CPU tensors out, through the prepared network.
+
+    ``to_input`` turns the preset's pixels into the network's input (the preset's scaling).
+    With ``compile`` a batch smaller than ``batch_size`` runs one stack at a time, so the
+    compiled graph only ever sees two input shapes (no recompilation per video).
+    """
+
+    def __init__(self, net: nn.Module, device: torch.device, precision: str, batch_size: int,
+                 to_input, compiled: bool = False):
+        self.net = net
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.to_input = to_input
+        self.compiled = compiled
+
+    def __call__(self, frames: torch.Tensor):
+        try:
+            return self.forward(frames)
+        except torch.cuda.OutOfMemoryError as e:
+            raise self._oom_error(frames, e) from None
+        except RuntimeError as e:
+            text = str(e)
+            if "out of memory" in text or "can't allocate memory" in text:
+                raise self._oom_error(frames, e) from None
+            raise ExtractionError("model", one_line(e)) from e
+        except ExtractionError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- tagged with its stage, cause kept
+            raise ExtractionError.wrap("model", e) from e
+
+    def forward(self, frames: torch.Tensor):
+        if self.compiled and 1 < frames.shape[0] < self.batch_size:
+            parts = [self._forward(frames[i:i + 1]) for i in range(frames.shape[0])]
+            return torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts])
+        return self._forward(frames)
+
+    def _forward(self, frames: torch.Tensor):
+        # Inputs are always made inside inference_mode and in channels_last_3d: a compiled
+        # graph recompiles if either changes between calls.
+        with torch.inference_mode():
+            x = frames.to(self.device, non_blocking=True)
+            x = self.to_input(x).permute(0, 4, 1, 2, 3)  # NDHWC storage = channels_last_3d
+            with autocast(self.device, self.precision), self._cudnn_flags():
+                features, logits = self.net(x)
+            return features.float().cpu(), logits.float().cpu()
+
+    def _cudnn_flags(self):
+        """On CUDA: cuDNN's autotuner on (one input shape), and fp32 really fp32 (no TF32)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False,
+                                          allow_tf32=self.precision != "fp32")
+
+    def _oom_error(self, frames: torch.Tensor, cause: BaseException) -> ExtractionError:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = max(1, frames.shape[0] // 2)
+        hint = (f"set batch_size={smaller} or lower" if frames.shape[0] > 1
+                else "batch_size is already 1: use a larger device, or precision=fp16/bf16 on CUDA")
+        return ExtractionError("model", f"out of memory on {self.device} running "
+                               f"{frames.shape[0]} stacks of {frames.shape[1]} frames at once "
+                               f"(batch_size={self.batch_size}): {hint} ({one_line(cause)})")

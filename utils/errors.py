@@ -1,9 +1,38 @@
-"""The one error type a video can fail with, tagged with the pipeline stage."""
+"""The errors a run can stop or fail a video with, and the one-line form every message takes.
+
+``InputError`` and ``WeightsError`` stop the whole run before any video (exit status 2);
+``ExtractionError`` fails one video at one pipeline stage and the batch goes on.  Both sides
+of the code (``utils/`` and ``models/``) raise these, so they live here, on the utils side.
+"""
+import re
+
 import av
 
 STAGES = ("open", "decode", "too_short", "model", "write")
 # Failures that bad input or resources explain; any other exception type is a bug of ours.
 EXPECTED_CAUSES = (av.error.FFmpegError, RuntimeError, ValueError, OSError, MemoryError)
+
+
+def one_line(cause, limit: int = 0) -> str:
+    """The first non-blank line of an exception's (or any) text; an exception without text
+    gives its type's name.  ``limit``: also cut at the first sentence and to that length."""
+    text = str(cause).strip()
+    if not text and isinstance(cause, BaseException):
+        return type(cause).__name__
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if limit:
+        line = re.split(r"(?<=[^.\s]{2})\. ", line, maxsplit=1)[0].rstrip(".")
+        if len(line) > limit:
+            line = line[:limit - 3] + "..."
+    return line
+
+
+class InputError(ValueError):
+    """The list of inputs or the output folder is unusable (not one video of it: the whole run)."""
+
+
+class WeightsError(Exception):
+    """A checkpoint cannot be fetched, read or loaded; the message says which file and why."""
 
 
 class ExtractionError(Exception):

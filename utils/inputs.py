@@ -1,16 +1,15 @@
-"""Gather the input paths, take this process's shard, and name each video's outputs."""
+"""Gather the input paths and take this process's shard of them."""
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
 from hydra.utils import to_absolute_path
 
+from utils.errors import InputError
+
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """The list of inputs itself is unusable (not one video of it: the whole run)."""
+T = TypeVar("T")
 
 
 def absolute_path(path: str) -> str:
@@ -73,34 +72,12 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
     return list(unique)
 
 
-def shard_paths(paths: List[str], shard: int, num_shards: int) -> List[str]:
-    """This process's share: ``paths[shard::num_shards]`` (disjoint, complete, stable)."""
-    return paths[shard::num_shards]
+def shard_of(index: int, num_shards: int) -> int:
+    """The shard that takes the ``index``-th input of the whole list (the one sharding rule)."""
+    return index % num_shards
 
 
-def output_names(paths: List[str], layout: str = "flat") -> List[str]:
-    """Each video's output name, relative to ``<output_path>/s3d``, without ``_<key>.<ext>``.
-
-    ``flat``: the file's stem.  ``mirror``: its folders kept, relative to the working
-    directory (or from the filesystem root for paths outside it).  Two inputs that would
-    share a name are an error, raised before any work starts.
-    """
-    names: List[str] = []
-    owner: Dict[str, str] = {}
-    cwd = os.path.normpath(absolute_path("."))  # where the user ran the command, also under Hydra
-    for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if layout == "mirror":
-            rel = os.path.relpath(p, cwd) if os.path.commonpath([p, cwd]) == cwd else p.lstrip(os.sep)
-            name = os.path.join(os.path.dirname(rel), stem)
-        else:
-            name = stem
-        if name in owner:
-            hint = ("use output_layout=mirror to keep the inputs' folders"
-                    if layout == "flat" and os.path.dirname(owner[name]) != os.path.dirname(p)
-                    else "rename one of them")
-            raise InputError(f"output name collision: {owner[name]} and {p} would both write "
-                             f"'{name}_*'; {hint}")
-        owner[name] = p
-        names.append(name)
-    return names
+def shard_paths(paths: List[T], shard: int, num_shards: int) -> List[T]:
+    """This process's share: the inputs whose ``shard_of`` is ``shard`` (disjoint, complete,
+    stable), in list order."""
+    return [p for i, p in enumerate(paths) if shard_of(i, num_shards) == shard]

@@ -1,0 +1,138 @@
+"""The one way this tool writes a file: whole or not at all.
+
+Every file (features, the downloaded weights, a kept resampled video, manifests) is written
+under a temporary name in its target folder (``.<name>.<random>.tmp``), flushed, fsynced and
+renamed over the final name, so a reader (or a rerun after ``kill -9``) sees the old file, no
+file, or the whole new one.  ``find_temporaries`` finds what killed runs left behind.
+"""
+import contextlib
+import os
+import secrets
+from typing import Dict, Iterator, List, Sequence
+
+TMP_SUFFIX = ".tmp"
+
+
+def temporary_name(path: str) -> str:
+    """A fresh temporary name beside ``path``: ``.<name>.<8 hex digits>.tmp``."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def target_of(temporary: str) -> str:
+    """The final path a temporary made by ``temporary_name`` stands for ('' if it is none)."""
+    folder, name = os.path.split(temporary)
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return ""
+    target, dot, token = name[1:-len(TMP_SUFFIX)].rpartition(".")
+    if not (dot and target and token):
+        return ""
+    return os.path.join(folder, target)
+
+
+class AtomicFile:
+    """A file being written under a temporary name beside ``path``.
+
+    ``file`` is open for binary writing (created with mode 0666 less the umask, as ``open()``
+    would); ``commit()`` flushes, fsyncs and renames it to ``path``; ``discard()`` removes it.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        while True:
+            self.tmp = temporary_name(path)
+            try:
+                fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
+        self.file = os.fdopen(fd, "wb")
+
+    def finish(self) -> None:
+        """Flush, fsync and close the temporary (still under its temporary name)."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def commit(self) -> None:
+        self.finish()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str) -> Iterator[AtomicFile]:
+    """``with atomic_write(p) as out: out.file.write(...)``: ``p`` appears whole when the block
+    ends normally; on an exception (raise one to abandon the file) nothing is written."""
+    out = AtomicFile(path)
+    try:
+        yield out
+        out.commit()
+    finally:
+        out.discard()
+
+
+@contextlib.contextmanager
+def atomic_write_all(paths: Sequence[str]) -> Iterator[Dict[str, AtomicFile]]:
+    """Several files that appear together: ``{path: AtomicFile}`` for the block to fill.
+
+    When the block ends normally, every temporary is fsynced, the old files of the set are
+    removed, then all are renamed into place; so a process killed at any moment leaves under
+    the final names the whole old set, an incomplete set, or the whole new set, never a
+    complete-looking mix of two.
+    """
+    files: Dict[str, AtomicFile] = {}
+    try:
+        for path in paths:
+            files[path] = AtomicFile(path)
+        yield files
+        for out in files.values():
+            out.finish()
+        for path in files:
+            if os.path.lexists(path):
+                os.remove(path)
+        for out in files.values():
+            out.commit()
+    finally:
+        for out in files.values():
+            out.discard()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """``path`` now holds ``data``, written atomically."""
+    with atomic_write(path) as out:
+        out.file.write(data)
+
+
+def find_temporaries(root: str) -> Dict[str, List[str]]:
+    """Temporaries left under ``root`` by killed runs, by the final path they were for.
+
+    Scans the tree once (cheap even for 10^5 outputs); ``remove_temporaries`` then deletes
+    those of the outputs this process owns, never another shard's files in flight.
+    """
+    found: Dict[str, List[str]] = {}
+    if not os.path.isdir(root):
+        return found
+    for folder, _, names in os.walk(root):
+        for name in names:
+            tmp = os.path.join(folder, name)
+            final = target_of(tmp)
+            if final:
+                found.setdefault(final, []).append(tmp)
+    return found
+
+
+def remove_temporaries(finals: Sequence[str], temporaries: Dict[str, List[str]]) -> None:
+    """Delete the leftover temporaries of these final paths (see ``find_temporaries``)."""
+    for path in finals:
+        for tmp in temporaries.pop(path, ()):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)

@@ -1,0 +1,45 @@
+"""Where a video's outputs go: its output name and the file of each key."""
+import os
+from typing import Dict, List
+
+from utils.errors import InputError
+from utils.inputs import absolute_path
+
+KEYS = ("s3d", "timestamps_ms", "fps")
+EXTENSIONS = {"save_numpy": "npy", "save_pickle": "pkl"}
+
+
+def output_files(root: str, name: str, on_extraction: str) -> Dict[str, str]:
+    """``{key: <root>/<name>_<key>.<ext>}`` for a saving sink; ``{}`` for ``print``."""
+    ext = EXTENSIONS.get(on_extraction)
+    if ext is None:
+        return {}
+    return {key: os.path.join(root, f"{name}_{key}.{ext}") for key in KEYS}
+
+
+def output_names(paths: List[str], layout: str = "flat") -> List[str]:
+    """Each video's output name, relative to ``<output_path>/s3d``, without ``_<key>.<ext>``.
+
+    ``flat``: the file's stem.  ``mirror``: its folders kept, relative to the working
+    directory (or from the filesystem root for paths outside it).  Two inputs that would
+    share a name are an error, raised before any work starts.
+    """
+    names: List[str] = []
+    owner: Dict[str, str] = {}
+    cwd = os.path.normpath(absolute_path("."))  # where the user ran the command, also under Hydra
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if layout == "mirror":
+            rel = os.path.relpath(p, cwd) if os.path.commonpath([p, cwd]) == cwd else p.lstrip(os.sep)
+            name = os.path.join(os.path.dirname(rel), stem)
+        else:
+            name = stem
+        if name in owner:
+            hint = ("use output_layout=mirror to keep the inputs' folders"
+                    if layout == "flat" and os.path.dirname(owner[name]) != os.path.dirname(p)
+                    else "rename one of them")
+            raise InputError(f"output name collision: {owner[name]} and {p} would both write "
+                             f"'{name}_*'; {hint}")
+        owner[name] = p
+        names.append(name)
+    return names
