@@ -2,6 +2,7 @@
 import os
 
 import pytest
+from omegaconf import OmegaConf
 
 from batch_helpers import run_cli
 from utils.cli import compose_config, preflight
@@ -61,4 +62,97 @@ def test_cli_prints_one_line_and_leaves_no_droppings(tmp_path, args, option):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {option}: ")
     assert proc.stdout == ""
+    assert os.listdir(tmp_path) == []
+
+
+# -- one place for every rule: the Python API says what the command line says ---------------
+SAME = [  # (override, value as the API gets it, expected message)
+    ("stack_size=12", ("stack_size", 12),
+     "stack_size: 12 is below the network's minimum; expected an integer >= 13"),
+    ("step_size=0", ("step_size", 0), "step_size: 0 is not allowed; expected an integer >= 1"),
+    ("extraction_fps=0", ("extraction_fps", 0),
+     "extraction_fps: 0.0 is not allowed; expected a positive number or null (keep every "
+     "decoded frame)"),
+    ("extraction_fps=-1", ("extraction_fps", -1),
+     "extraction_fps: -1.0 is not allowed; expected a positive number or null (keep every "
+     "decoded frame)"),
+    ("batch_size=0", ("batch_size", 0),
+     "batch_size: 0 is not allowed; expected an integer >= 1 or null (1 on CPU, 8 on CUDA)"),
+    ("num_workers=-1", ("num_workers", -1),
+     "num_workers: -1 is not allowed; expected an integer >= 0"),
+    ("preprocess=imagenet", ("preprocess", "imagenet"),
+     "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features]"),
+    ("precision=fp8", ("precision", "fp8"),
+     "precision: Invalid value 'fp8', expected one of [fp32, fp16, bf16]"),
+    ("device=mps", ("device", "mps"),
+     "device: 'mps' is not supported; expected cpu, cuda or cuda:N (the N-th GPU)"),
+    ("device=foo", ("device", "foo"),
+     "device: 'foo' is not supported; expected cpu, cuda or cuda:N (the N-th GPU)"),
+    ("device=cpu:1", ("device", "cpu:1"),
+     "device: 'cpu:1' is not supported; expected cpu, cuda or cuda:N (the N-th GPU)"),
+    ("stack_size=abc", ("stack_size", "abc"),
+     "stack_size: Value 'abc' of type 'str' could not be converted to Integer"),
+]
+
+
+@pytest.mark.parametrize("override,api,message", SAME, ids=[o for o, _, _ in SAME])
+def test_api_and_cli_give_the_same_message(override, api, message, random_model):
+    from models.s3d import ExtractS3D
+
+    assert preflight(["video_paths=a.mp4", override]) == message
+    with pytest.raises(ValueError) as info:
+        ExtractS3D(model=random_model, **dict([api]))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("args,message", [
+    (["device=mps"], "error: device: 'mps' is not supported; expected cpu, cuda or cuda:N"),
+    (["device=foo"], "error: device: 'foo' is not supported; expected cpu, cuda or cuda:N"),
+    (["extraction_fps=0"], "error: extraction_fps: 0.0 is not allowed"),
+])
+def test_bad_device_or_fps_on_the_command_line_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = run_cli(["video_paths=a.mp4", *args], cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_gpu_this_machine_lacks_is_an_error_where_cuda_exists(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert preflight(["video_paths=a.mp4", "device=cuda:9"]) == (
+        "device: cuda:9 does not exist; this machine has 2 CUDA device(s), cuda:0 to cuda:1")
+    assert preflight(["video_paths=a.mp4", "device=cuda:1"]) is None
+    # without CUDA the same command falls back to the CPU (utils.device), it is not refused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert preflight(["video_paths=a.mp4", "device=cuda:9"]) is None
+
+
+def test_api_defaults_are_the_command_lines():
+    from dataclasses import fields
+
+    from utils.config import ExtractorOptions
+
+    cli = OmegaConf.to_object(compose_config(["video_paths=a.mp4"]))
+    api = ExtractorOptions()
+    for f in fields(ExtractorOptions):
+        assert getattr(api, f.name) == getattr(cli, f.name), f.name
+
+
+def test_help_lists_every_option_with_its_default(tmp_path):
+    from dataclasses import fields
+
+    from utils.config import ExtractionConfig
+
+    proc = run_cli(["--help"], cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    for f in fields(ExtractionConfig):
+        [line] = [ln for ln in lines if ln.split()[:1] == [f.name]]
+        assert "(default: " in line and f.metadata["help"] in line, line
+    assert any(ln.split()[:1] == ["stack_size"] and "(default: the network's (s3d: 64))" in ln
+               for ln in lines)
     assert os.listdir(tmp_path) == []
