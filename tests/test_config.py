@@ -156,3 +156,14 @@ def test_help_lists_every_option_with_its_default(tmp_path):
     assert any(ln.split()[:1] == ["stack_size"] and "(default: the network's (s3d: 64))" in ln
                for ln in lines)
     assert os.listdir(tmp_path) == []
+
+
+def test_readme_options_table_has_every_option(repo_root):
+    from dataclasses import fields
+
+    from utils.config import ExtractionConfig
+
+    with open(os.path.join(repo_root, "README.md"), encoding="utf-8") as f:
+        rows = [ln for ln in f if ln.startswith("| `")]
+    documented = {name.strip(" `") for row in rows for name in row.split("|")[1].split(",")}
+    assert {f.name for f in fields(ExtractionConfig)} <= documented
