@@ -16,12 +16,12 @@ from typing import Any, Callable, ContextManager, Dict, List, Protocol, Sequence
 
 import numpy as np
 
-from utils.config import ExtractionConfig
+from utils.config import FEATURE_TYPES, ExtractionConfig
 from utils.console import print_features, print_predictions
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
 from utils.files import find_temporaries, remove_temporaries
-from utils.inputs import absolute_path, collect_paths, shard_paths
-from utils.naming import KEYS, output_files, output_names
+from utils.inputs import collect_paths, shard_paths
+from utils.naming import output_files, output_names, output_root
 from utils.resume import outputs_complete
 from utils.run_report import RunReport, failed_name, manifest_name
 from utils.serialization import write_outputs
@@ -117,7 +117,8 @@ def run(cfg: ExtractionConfig,
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
     sink = cfg.on_extraction.value
-    root = os.path.join(absolute_path(cfg.output_path), "s3d")
+    spec = FEATURE_TYPES[cfg.feature_type]
+    root = output_root(cfg.output_path, spec.name)
     saving = sink != "print"
     if not hasattr(extractor, "extract"):
         extractor = extractor(cfg)  # weights faults stop the run here
@@ -132,10 +133,10 @@ def run(cfg: ExtractionConfig,
     try:
         todo = []
         for path, name in mine:
-            files = output_files(root, name, sink)
+            files = output_files(root, name, sink, spec.keys)
             if saving:
                 remove_temporaries(files.values(), temporaries)  # left by a killed run
-                present = None if cfg.overwrite else outputs_complete(files)
+                present = None if cfg.overwrite else outputs_complete(files, spec.features)
                 if present is not None:
                     report.add_skipped(path, files, *present)
                     continue
@@ -179,7 +180,7 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
             if saving:
                 write_outputs(arrays, files)
             else:
-                print_features(path, arrays, KEYS)
+                print_features(path, arrays, FEATURE_TYPES[cfg.feature_type].keys)
         except OSError as e:
             log.debug("traceback for %s", path, exc_info=True)
             where = getattr(e, "filename", None) or os.path.dirname(next(iter(files.values()), ""))

@@ -15,7 +15,7 @@ in the API.  ``help_text()`` is what ``python main.py --help`` prints.
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 
@@ -31,6 +31,14 @@ class FeatureType:
     extraction_fps: float
     preprocess: str
     min_stack_size: int
+    # the per-stack arrays a video gives, (key, width), each (Tv, width) float32; every video
+    # also gives "timestamps_ms" (Tv, 2) and "fps".  Outputs go to <output_path>/<name>/.
+    features: Tuple[Tuple[str, int], ...] = ()
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        """Every output key, in the order files are written and printed."""
+        return tuple(key for key, _ in self.features) + ("timestamps_ms", "fps")
 
 
 # The networks; their modules (models/<name>/) take their limits from here.
@@ -40,7 +48,7 @@ FEATURE_TYPES: Dict[str, FeatureType] = {
         stack_size=64, step_size=64, extraction_fps=25.0, preprocess="kylemin",
         # with 12 frames the last max-pool leaves one time step and the head's (2, H', W')
         # average pool has nothing to pool (tests/test_network.py checks both)
-        min_stack_size=13),
+        min_stack_size=13, features=(("s3d", 1024),)),
 }
 
 

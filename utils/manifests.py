@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.inputs import collect_paths, shard_of
 from utils.run_report import MANIFEST_RE
@@ -77,10 +78,12 @@ class Summary:
 
 
 def manifest_folder(output_path: str) -> str:
-    """``<output_path>/s3d``; the folder itself when it already holds manifests."""
-    sub = os.path.join(output_path, "s3d")
-    if os.path.isdir(sub):
-        return sub
+    """The folder holding the manifests: ``<output_path>/<feature_type>`` for the one network
+    that has such a folder there (``s3d`` first), else ``output_path`` itself."""
+    for feature_type in FEATURE_TYPES:
+        sub = os.path.join(output_path, feature_type)
+        if os.path.isdir(sub):
+            return sub
     return output_path
 
 

@@ -2,23 +2,32 @@
 import os
 from typing import Dict, List
 
+from typing import Sequence
+
+from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.inputs import absolute_path
 
-KEYS = ("s3d", "timestamps_ms", "fps")
+KEYS = FEATURE_TYPES["s3d"].keys  # the default network's
 EXTENSIONS = {"save_numpy": "npy", "save_pickle": "pkl"}
 
 
-def output_files(root: str, name: str, on_extraction: str) -> Dict[str, str]:
+def output_root(output_path: str, feature_type: str) -> str:
+    """The folder a network's outputs (and the run's manifests) go to: ``<output_path>/<type>``."""
+    return os.path.join(absolute_path(output_path), feature_type)
+
+
+def output_files(root: str, name: str, on_extraction: str,
+                 keys: Sequence[str] = KEYS) -> Dict[str, str]:
     """``{key: <root>/<name>_<key>.<ext>}`` for a saving sink; ``{}`` for ``print``."""
     ext = EXTENSIONS.get(on_extraction)
     if ext is None:
         return {}
-    return {key: os.path.join(root, f"{name}_{key}.{ext}") for key in KEYS}
+    return {key: os.path.join(root, f"{name}_{key}.{ext}") for key in keys}
 
 
 def output_names(paths: List[str], layout: str = "flat") -> List[str]:
-    """Each video's output name, relative to ``<output_path>/s3d``, without ``_<key>.<ext>``.
+    """Each video's output name, relative to ``<output_path>/<feature_type>``, without ``_<key>.<ext>``.
 
     ``flat``: the file's stem.  ``mirror``: its folders kept, relative to the working
     directory (or from the filesystem root for paths outside it).  Two inputs that would
