@@ -42,6 +42,10 @@ class ExtractorDouble:
     def planned(self, paths, progress=False):
         return contextlib.nullcontext()
 
+    def identity(self):
+        return {"weights": {"source": "test double", "sha256": "0" * 64}, "precision": "fp32",
+                "device": "cpu"}
+
 
 def run_cli(args: List[str], cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """``python main.py ARGS`` in ``cwd``; text output (UTF-8), as a user's shell would run it
@@ -81,9 +85,12 @@ def load_set(root: str, name: str, ext: str = "npy") -> Dict[str, np.ndarray]:
 
 
 def output_files_under(root: str) -> List[str]:
-    """Every file under ``root`` (relative paths, sorted), temporaries included."""
+    """Every file under ``root`` (relative paths, sorted), temporaries included; not the run
+    records in ``root/runs/`` (tests/test_provenance.py checks those)."""
     found = []
-    for folder, _, names in os.walk(root):
+    for folder, subfolders, names in os.walk(root):
+        if folder == root and "runs" in subfolders:
+            subfolders.remove("runs")
         found.extend(os.path.relpath(os.path.join(folder, n), root) for n in names)
     return sorted(found)
 

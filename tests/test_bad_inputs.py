@@ -298,7 +298,7 @@ def test_cli_paths_with_spaces_quotes_and_non_ascii(batch, random_checkpoint, tm
     root = os.path.join(str(out), "s3d")
     assert sorted(os.listdir(root)) == sorted(
         [f"{_stem(odd)}_{k}.npy" for k in KEYS]
-        + ["failed.jsonl", "manifest-0-of-1.jsonl"])
+        + ["failed.jsonl", "manifest-0-of-1.jsonl", "runs"])
     assert_same_outputs(load_set(root, _stem(odd)), load_set(batch.root, _stem(odd)))
     [record] = read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl"))
     assert record["path"] == odd and record["status"] == "done"

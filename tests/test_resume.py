@@ -176,6 +176,9 @@ class _Counting(ExtractorDouble):
         self.inner, self.calls, self.interrupt_on = inner, [], interrupt_on
         self.device, self.labels = inner.device, inner.labels
 
+    def identity(self):
+        return self.inner.identity()
+
     def extract(self, path, with_logits=False):
         self.calls.append(path)
         if len(self.calls) == self.interrupt_on:

@@ -79,7 +79,7 @@ def test_mixed_batch_exit_status_failed_jsonl_and_retry(made_text, random_checkp
     records = read_jsonl(os.path.join(root, "failed.jsonl"))
     assert [(r["path"], r["stage"]) for r in records] == [
         (c["missing"], "open"), (c["short"], "too_short"), (c["text"], "open")]
-    assert all(set(r) == {"path", "stage", "message"} for r in records)
+    assert all(set(r) == {"path", "stage", "message", "run"} for r in records)
     assert [r["message"] for r in records] == [ln.split(": ", 2)[2] for ln in failed_lines]
     good_first = load_set(root, "good")
 
@@ -94,8 +94,10 @@ def test_mixed_batch_exit_status_failed_jsonl_and_retry(made_text, random_checkp
     assert [r["path"] for r in read_jsonl(os.path.join(root, "failed.jsonl"))] == [
         c["short"], c["text"]]
     manifest = read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl"))
-    assert [(r["path"], r["status"]) for r in manifest] == [
-        (c["missing"], "done"), (c["short"], "failed"), (c["text"], "failed")]
+    # the manifest keeps the video the retry did not touch (good), by its latest record
+    latest = {r["path"]: r["status"] for r in manifest}
+    assert latest == {c["good"]: "done", c["missing"]: "done", c["short"]: "failed",
+                      c["text"]: "failed"}
     assert_same_outputs(load_set(root, "later"), good_first)  # the same video, another name
 
     # nothing fails: exit 0 (everything already present)
@@ -103,7 +105,9 @@ def test_mixed_batch_exit_status_failed_jsonl_and_retry(made_text, random_checkp
                             video_paths=[c["good"], c["missing"]]), cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert _error_lines(proc.stderr)[-1].startswith("done 0, skipped 2 (already present), failed 0;")
-    assert read_jsonl(os.path.join(root, "failed.jsonl")) == []
+    # failed.jsonl still lists the failures this run did not touch (latest record: failed)
+    assert [r["path"] for r in read_jsonl(os.path.join(root, "failed.jsonl"))] == [
+        c["short"], c["text"]]
     assert_same_outputs(load_set(root, "good"), good_first, tol=0)
 
 
@@ -156,7 +160,8 @@ def test_unexpected_error_in_decoding_code_is_a_decode_failure(clips, extractor,
     report = run(make_cfg([clips["good"]], str(tmp_path / "out")), extractor=extractor)
     assert (report.done, dict(report.failed)) == (0, {"decode": 1})
     [record] = read_jsonl(str(tmp_path / "out" / "s3d" / "failed.jsonl"))
-    assert record == {"path": clips["good"], "stage": "decode", "message": "TypeError: bad frame"}
+    assert dict(record, run=None) == {"path": clips["good"], "stage": "decode",
+                                      "message": "TypeError: bad frame", "run": None}
     [bug] = [r for r in caplog.records if "please report" in r.getMessage()]
     assert bug.exc_info and "in broken" in "".join(traceback.format_exception(*bug.exc_info))
 
@@ -230,7 +235,8 @@ def test_mirror_layout_keeps_the_folders(clips, extractor, tmp_path, monkeypatch
         (tmp_path / "videos" / sub).mkdir(parents=True)
         shutil.copy(clips["good"], tmp_path / "videos" / sub / "clip.mp4")
     listed = ["videos/day 1/clip.mp4", str(tmp_path / "videos" / "day 2" / "clip.mp4")]
-    report = run(make_cfg(listed, "out", output_layout="mirror"), extractor=extractor)
+    report = run(make_cfg(listed, "out", output_layout="mirror", input_root=str(tmp_path)),
+                 extractor=extractor)
     assert report.done == 2
     root = str(tmp_path / "out" / "s3d")
     assert output_files_under(root) == sorted(
@@ -243,7 +249,7 @@ def test_mirror_layout_keeps_the_folders(clips, extractor, tmp_path, monkeypatch
 def test_output_names_flat_and_mirror(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inside = [str(tmp_path / "a" / "x.mp4"), str(tmp_path / "b" / "x.mkv")]
-    assert output_names(inside, "mirror") == ["a/x", "b/x"]
+    assert output_names(inside, "mirror", str(tmp_path)) == ["a/x", "b/x"]
     assert output_names(["/data/v/x.mp4"], "mirror") == ["data/v/x"]
     with pytest.raises(InputError, match="output_layout=mirror"):
         output_names(inside, "flat")

@@ -2,29 +2,32 @@
 
 Order of work: gather the paths and name every output (name collisions are an error before
 anything else happens), build the extractor (a weights fault stops the run before any video
-or output is touched), then one video at a time: skip it if its outputs are complete,
-extract it, write its outputs atomically, report.  Ctrl-C stops the run after the write in
-progress; the report then says "interrupted" and the exit status is 130.
+or output is touched), record the run's provenance and refuse a folder made with other
+feature options (utils.provenance), then one video at a time: skip it if its outputs are
+complete, extract it, write its outputs atomically, report.  Ctrl-C or SIGTERM stops the run
+after the write in progress; the summary then starts with "interrupted;" or "terminated;"
+(utils.stopping).
 """
 import contextlib
 import logging
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, ContextManager, Dict, List, Protocol, Sequence, Union
 
 import numpy as np
 
 from utils.config import FEATURE_TYPES, ExtractionConfig
-from utils.console import print_features, print_predictions
+from utils.console import ProgressLog, print_features, print_predictions
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
 from utils.files import find_temporaries, remove_temporaries
 from utils.inputs import collect_paths, shard_paths
 from utils.naming import output_files, output_names, output_root
 from utils.resume import outputs_complete
+from utils.manifests import latest_records
+from utils.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.run_report import RunReport, failed_name, manifest_name
 from utils.serialization import write_outputs
+from utils.stopping import Terminated, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ class Extractor(Protocol):
 
     def extract(self, path: str, with_logits: bool = False) -> Dict[str, np.ndarray]:
         """The video's arrays (``logits`` too with ``with_logits``); raises ExtractionError."""
+
+    def identity(self) -> Dict[str, Any]:
+        """What decides its numbers besides the options: ``{"weights": {"source", "sha256"},
+        "precision": the precision it really runs at, "device": ...}`` (for provenance)."""
 
 
 
@@ -71,34 +78,15 @@ def _collect_warnings(path: str):
         root.removeHandler(handler)
 
 
-@contextlib.contextmanager
-def _interrupt_after():
-    """Hold a Ctrl-C that arrives inside the block until the block is done, then raise it.
-
-    Only in the main thread with Python's default SIGINT handler (elsewhere it is a no-op).
-    """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    received: List[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
+                 record: Dict[str, Any]) -> RunReport:
+    """Check the folder against ``record``, write it, open the manifest and failure list."""
+    check_rerun(root, record, latest_records(root), cfg.overwrite)
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
-
-
-def _open_report(cfg: ExtractionConfig, root: str, saving: bool, started: float) -> RunReport:
-    try:
-        return RunReport(
-            failed_file=(os.path.join(root, failed_name(cfg.shard, cfg.num_shards))
-                         if saving else None),
-            manifest_file=(os.path.join(root, manifest_name(cfg.shard, cfg.num_shards))
-                           if saving else None),
-            started=started)
+        write_run_record(root, record)
+        return RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
+                         manifest_file=os.path.join(root, manifest_name(cfg.shard, cfg.num_shards)),
+                         started=started, run_id=run_id)
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 
@@ -108,11 +96,18 @@ def run(cfg: ExtractionConfig,
     """Extract every video of this shard; return the report (``report.num_failed`` > 0: exit 1).
 
     ``extractor``: the one to drive, or a factory called with ``cfg`` once the inputs are
-    known to be usable (so a bad list fails before the weights are loaded).
+    known to be usable (so a bad list fails before the weights are loaded).  SIGTERM is
+    raised as ``utils.stopping.Terminated`` (a KeyboardInterrupt) after the write in progress.
     """
+    with stop_signals():
+        return _run(cfg, extractor)
+
+
+def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     started = time.time()
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
-    names = output_names(paths, cfg.output_layout.value)  # on the whole list: shards agree
+    # named on the whole list, so every shard agrees
+    names = output_names(paths, cfg.output_layout.value, cfg.input_root)
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
@@ -122,11 +117,17 @@ def run(cfg: ExtractionConfig,
     saving = sink != "print"
     if not hasattr(extractor, "extract"):
         extractor = extractor(cfg)  # weights faults stop the run here
-    report = _open_report(cfg, root, saving, started)
+    if saving:
+        run_id = new_run_id()
+        report = _open_report(cfg, root, started, run_id,
+                              run_record(cfg, run_id, extractor.identity()))
+    else:
+        report = RunReport(started=started)
     temporaries = find_temporaries(root) if saving else {}
     log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
              "" if len(mine) == 1 else "s", len(paths),
              "features to " + root if saving else "printing features", extractor.device)
+    progress = ProgressLog(len(mine), cfg.progress_every_s)
     # First the videos already done (skipped), then the list of those to extract, so the
     # extractor can decode the next one while the current one computes (num_workers) and
     # draw progress bars; a path asked for out of plan is simply extracted on its own.
@@ -147,10 +148,12 @@ def run(cfg: ExtractionConfig,
         with extractor.planned([p for p, _ in todo], progress=True):
             for path, files in todo:
                 _one_video(cfg, extractor, report, path, files)
-    except KeyboardInterrupt:
-        report.interrupted = True
+                progress.update(report)
+    except KeyboardInterrupt as e:
+        report.stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
         log.info(report.summary())
         raise
+    progress.update(report, final=True)
     log.info(report.summary())
     return report
 
@@ -173,7 +176,7 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
         report.add_failed(path, failure.stage, failure.message)
         return
     spans = arrays["timestamps_ms"].tolist()
-    with _interrupt_after():
+    with writes_finish_first():
         if cfg.show_pred:
             print_predictions(path, arrays.pop("logits"), spans, extractor.labels)
         try:

@@ -16,6 +16,7 @@ from utils.batch_run import Extractor
 from utils.config import ExtractionConfig
 from utils.console import setup_logging
 from utils.errors import InputError, WeightsError, one_line
+from utils.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 log = logging.getLogger("s3d")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -113,11 +114,12 @@ def run_from_hydra(cfg: DictConfig, build_extractor: ExtractorFactory) -> int:
             raise RunFailed(message) from None
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         log.debug("traceback (debug=true)", exc_info=True)
-        log.error("interrupted: every output written so far is complete; rerun the same "
-                  "command to resume")
-        return 130
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        log.error("%s: every output written so far is complete; rerun the same command to "
+                  "resume", how)
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     if report.num_failed:
         if multirun:
             where = f"; listed in {report.failed_file}" if report.failed_file else ""

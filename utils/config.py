@@ -92,6 +92,12 @@ def _int_at_least(low: int, extra: str = "") -> Check:
     return check
 
 
+def _at_least_zero(value, _) -> Optional[str]:
+    if value < 0:
+        return f"{value} is not allowed; expected a number >= 0"
+    return None
+
+
 def _check_stack_size(value, options) -> Optional[str]:
     low = FEATURE_TYPES[options.feature_type].min_stack_size
     if value < low:
@@ -242,13 +248,19 @@ class ExtractionConfig(ExtractorOptions):
                                          "save_pickle (.pkl)")
     output_path: str = option("./output", "features go to <output_path>/s3d/<name>_<key>.<ext>")
     output_layout: OutputLayout = option(OutputLayout.flat, "flat (<stem>_<key>) or mirror "
-                                         "(the inputs' folders kept)")
+                                         "(the inputs' folders kept, see input_root)")
+    input_root: Optional[str] = option(None, "with output_layout=mirror, each input's folders "
+                                       "are kept relative to this folder; null: from the "
+                                       "filesystem root (/data/a/v.mp4 -> data/a/v)")
     overwrite: bool = option(False, "redo videos whose outputs exist")
     show_pred: bool = option(False, "print the top-5 Kinetics-400 classes of every stack")
     shard: int = option(0, "this process takes the inputs i with i % num_shards == shard",
                         _check_shard)
     num_shards: int = option(1, "number of shards the input list is split into",
                              _int_at_least(1))
+    progress_every_s: float = option(60.0, "when stderr is not a terminal, one 'progress:' "
+                                     "line at most this often, in seconds (0: none)",
+                                     _at_least_zero)
     debug: bool = option(False, "tracebacks for failures, debug logging")
 
     def _check_across_fields(self) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+log = logging.getLogger(__name__)
+
 LONG_VIDEO_STACKS = 16  # a video expected to give at least this many stacks gets its own bar
 
 
@@ -102,6 +104,46 @@ class RunProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ProgressLog:
+    """Off a terminal (a cluster log file), one plain ``progress:`` line at most every
+    ``every_s`` seconds, and one at the end: videos done/skipped/failed of the total, stacks/s
+    and an ETA.  ``every_s=0``, or a terminal (where the bars are), turns it off."""
+
+    def __init__(self, total: int, every_s: float, enabled: Optional[bool] = None,
+                 clock=time.monotonic):
+        if enabled is None:
+            enabled = not sys.stderr.isatty()
+        self.enabled = enabled and every_s > 0
+        self.total = total
+        self.every_s = every_s
+        self.clock = clock
+        self.started = self.last = clock()
+
+    def update(self, report, final: bool = False) -> None:
+        """Log a line if ``every_s`` has passed since the last one (or ``final``)."""
+        now = self.clock()
+        if not self.enabled or (not final and now - self.last < self.every_s):
+            return
+        self.last = now
+        log.info("%s", self.line(report, now - self.started))
+
+    def line(self, report, elapsed: float) -> str:
+        seen = report.done + report.skipped + report.num_failed
+        worked = report.done + report.num_failed  # skipped videos cost (almost) nothing
+        left = self.total - seen
+        rate = report.stacks / elapsed if elapsed > 0 else 0.0
+        eta = (f"ETA {_duration(elapsed / worked * left)}" if worked and left
+               else ("ETA 0:00:00" if not left else "ETA unknown"))
+        return (f"progress: {seen}/{self.total} videos (done {report.done}, skipped "
+                f"{report.skipped}, failed {report.num_failed}), {report.stacks} stacks, "
+                f"{rate:.2f} stacks/s, {_duration(elapsed)} elapsed, {eta}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def print_features(path: str, arrays: Dict[str, np.ndarray], keys) -> None:

@@ -19,11 +19,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.inputs import collect_paths, shard_of
+from utils.jsonl import read_records
+from utils.provenance import FEATURE_OPTIONS, folder_runs, option_sets
 from utils.run_report import MANIFEST_RE
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Summary:
     inputs: Optional[int] = None  # length of the input list, when given
     unreported: List[str] = field(default_factory=list)
     unreported_shards: List[int] = field(default_factory=list)
+    # the distinct feature options (and weights) that made the videos, with their counts
+    option_sets: List[tuple] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -60,7 +64,8 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        return not (self.failures or self.unreported or self.missing_shards)
+        return not (self.failures or self.unreported or self.missing_shards
+                    or len(self.option_sets) > 1)
 
     def as_dict(self) -> dict:
         return {
@@ -73,6 +78,7 @@ class Summary:
             "other_num_shards": self.other_num_shards,
             "inputs": self.inputs, "unreported": self.unreported,
             "unreported_shards": self.unreported_shards,
+            "option_sets": [{"features": f, "videos": n} for f, n in self.option_sets],
             "complete": self.complete,
         }
 
@@ -102,29 +108,22 @@ def find_manifests(folder: str) -> List[Manifest]:
     return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
-def read_records(path: str) -> Iterator[dict]:
-    """The manifest's JSON lines; a damaged line (a shard killed mid-write) is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: not a JSON line, skipped", path, number)
-                continue
-            if isinstance(record, dict) and "path" in record and "status" in record:
-                yield record
-            else:
-                log.warning("%s:%d: not a manifest record, skipped", path, number)
+def latest_records(folder: str, manifests: Optional[List[Manifest]] = None) -> Dict[str, dict]:
+    """Input path -> its latest record over every manifest of the folder."""
+    records: Dict[str, dict] = {}
+    for manifest in manifests if manifests is not None else find_manifests(folder):
+        for record in read_records(manifest.path):
+            records.pop(record["path"], None)  # the latest last
+            records[record["path"]] = record
+    return records
 
 
 def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
     folder = manifest_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
-    for manifest in summary.manifests:
-        for record in read_records(manifest.path):
-            summary.records[record["path"]] = record
+    summary.records = latest_records(folder, summary.manifests)
+    summary.option_sets = [(features, len(videos)) for features, videos
+                           in option_sets(summary.records, folder_runs(folder))]
 
     for path, record in summary.records.items():
         status = record["status"]
@@ -192,6 +191,13 @@ def format_summary(s: Summary, max_listed: int = 50) -> str:
         if s.unreported:
             lines.append(f"  to rerun just their shards: -m shard={','.join(map(str, s.unreported_shards))} "
                          f"num_shards={s.num_shards} (finished videos are skipped)")
+    if len(s.option_sets) > 1:
+        lines.append(f"mixed: the videos were made with {len(s.option_sets)} different option "
+                     "sets (overwrite=true over part of the folder?):")
+        for features, count in s.option_sets:
+            shown = ", ".join(f"{k}={features.get(k)}" for k in FEATURE_OPTIONS)
+            sha = ((features.get("weights") or {}).get("sha256") or "?")[:12]
+            lines.append(f"  {count} video(s): {shown}, weights sha256 {sha}")
     if s.failures:
         lines.append(f"failed: {s.failed}")
         for fail in s.failures[:max_listed]:

@@ -1,8 +1,6 @@
 """Where a video's outputs go: its output name and the file of each key."""
 import os
-from typing import Dict, List
-
-from typing import Sequence
+from typing import Dict, List, Optional, Sequence
 
 from utils.config import FEATURE_TYPES
 from utils.errors import InputError
@@ -26,21 +24,26 @@ def output_files(root: str, name: str, on_extraction: str,
     return {key: os.path.join(root, f"{name}_{key}.{ext}") for key in keys}
 
 
-def output_names(paths: List[str], layout: str = "flat") -> List[str]:
-    """Each video's output name, relative to ``<output_path>/<feature_type>``, without ``_<key>.<ext>``.
+def output_names(paths: List[str], layout: str = "flat",
+                 input_root: Optional[str] = None) -> List[str]:
+    """Each video's output name, relative to ``<output_path>/<feature_type>``, without
+    ``_<key>.<ext>``.
 
-    ``flat``: the file's stem.  ``mirror``: its folders kept, relative to the working
-    directory (or from the filesystem root for paths outside it).  Two inputs that would
-    share a name are an error, raised before any work starts.
+    ``flat``: the file's stem.  ``mirror``: its folders kept, relative to ``input_root``
+    (null: from the filesystem root), so a video's outputs land in the same place whichever
+    folder the command runs from and whichever other videos are listed.  Two inputs that would
+    share a name, or an input outside ``input_root``, are an error raised before any work.
     """
     names: List[str] = []
     owner: Dict[str, str] = {}
-    cwd = os.path.normpath(absolute_path("."))  # where the user ran the command, also under Hydra
+    root = os.path.normpath(absolute_path(input_root)) if input_root else os.sep
     for p in paths:
         stem = os.path.splitext(os.path.basename(p))[0]
         if layout == "mirror":
-            rel = os.path.relpath(p, cwd) if os.path.commonpath([p, cwd]) == cwd else p.lstrip(os.sep)
-            name = os.path.join(os.path.dirname(rel), stem)
+            if os.path.commonpath([p, root]) != root:
+                raise InputError(f"input_root: {p} is not under {root}; set input_root to a "
+                                 "folder that holds every input (or null)")
+            name = os.path.join(os.path.dirname(os.path.relpath(p, root)), stem)
         else:
             name = stem
         if name in owner:

@@ -1,10 +1,13 @@
 """Is a video already done?  Its output set is complete and loads (a rerun skips it)."""
+import logging
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from utils.config import FEATURE_TYPES
-from utils.serialization import load_output
+from utils.serialization import UnsafePickle, load_output
+
+log = logging.getLogger(__name__)
 
 
 def outputs_complete(files: Dict[str, str],
@@ -31,5 +34,9 @@ def outputs_complete(files: Dict[str, str],
                     and feats.dtype == np.float32):
                 return None
         return int(stamps.shape[0]), float(stamps[-1, 1]) / 1000.0
+    except UnsafePickle as e:
+        log.warning("%s: %s; treated as damaged, the video is extracted again",
+                    next(iter(files.values())), e)
+        return None
     except Exception:  # noqa: BLE001 - a garbled pickle can raise almost anything; redo it
         return None

@@ -1,12 +1,19 @@
-"""What a batch run did: counts by outcome, the FAILED lines, ``failed.jsonl`` and the manifest."""
-import json
+"""What a batch run did: counts by outcome, the FAILED lines, ``failed.jsonl`` and the manifest.
+
+A shard's manifest describes every video ever attempted there, by its latest record: a run
+over a sub-list (a retry from ``failed.jsonl``) keeps the records of the videos it does not
+touch.  At start the file is rewritten (atomically) with the latest record of each video,
+then this run appends one line per video, flushed, so a killed run keeps what it reported.
+``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
+(atomically) whenever that list changes.
+"""
 import logging
-import os
 import re
 import time
 from collections import Counter
 from typing import Dict, List, Optional
 
+from utils import jsonl
 from utils.files import write_bytes
 
 log = logging.getLogger(__name__)
@@ -25,15 +32,17 @@ def failed_name(shard: int, num_shards: int) -> str:
 
 
 class RunReport:
-    """Counts outcomes; appends failures to ``failed_file`` and every video to ``manifest_file``.
+    """Counts outcomes; keeps the shard's manifest and failure list (see the module's doc).
 
-    Both files are JSON lines, flushed per video, so a killed run keeps what it reported.
+    ``run_id``: the run, named in every record it writes (``run``), whose provenance record
+    says what made the outputs.  Skipped videos keep the ``run`` and ``warnings`` of the
+    record that made their outputs.
     """
 
     def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None,
-                 started: Optional[float] = None):
+                 started: Optional[float] = None, run_id: Optional[str] = None):
         self.started = time.time() if started is None else started
-        self.interrupted = False
+        self.stopped: Optional[str] = None  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM)
         self.done = 0
         self.skipped = 0
         self.failed: Counter = Counter()
@@ -41,22 +50,44 @@ class RunReport:
         self.video_seconds = 0.0
         self.failed_file = failed_file
         self.manifest_file = manifest_file
-        for path in (failed_file, manifest_file):
-            if path:
-                write_bytes(path, b"")  # this run's records start afresh
+        self.run_id = run_id
+        self.previous: Dict[str, dict] = {}  # path -> latest record before this run
+        self.failures: Dict[str, dict] = {}  # path -> failure record, for failed_file
+        if manifest_file:
+            for record in jsonl.read_records(manifest_file):
+                self.previous.pop(record["path"], None)  # keep the order of latest records
+                self.previous[record["path"]] = record
+            write_bytes(manifest_file, jsonl.encode(self.previous.values()))
+        if failed_file:
+            self.failures = {p: _failure(r) for p, r in self.previous.items()
+                             if r.get("status") == "failed"}
+            if not manifest_file:
+                self.failures = {r["path"]: r for r in jsonl.read_records(failed_file, ("path",))}
+            write_bytes(failed_file, jsonl.encode(self.failures.values()))
 
-    def _append(self, path: Optional[str], record: Dict) -> None:
-        if path:
-            line = json.dumps(record, ensure_ascii=False)
+    def _append(self, record: Dict) -> None:
+        if self.run_id and "run" not in record:
+            record["run"] = self.run_id
+        if self.manifest_file:
             try:
-                line.encode("utf-8")
-            except UnicodeEncodeError:  # a file name that is not UTF-8: keep it, \u-escaped
-                line = json.dumps(record)
-            try:
-                with open(path, "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
+                with open(self.manifest_file, "a", encoding="utf-8") as f:
+                    f.write(jsonl.dumps(record) + "\n")
             except OSError as e:  # e.g. disk full: the run goes on, the log still has it all
-                log.error("cannot append to %s: %s", path, e.strerror or e)
+                log.error("cannot append to %s: %s", self.manifest_file, e.strerror or e)
+        self._update_failures(record)
+
+    def _update_failures(self, record: Dict) -> None:
+        path = record["path"]
+        if record["status"] == "failed":
+            self.failures.pop(path, None)
+            self.failures[path] = _failure(record)
+        elif self.failures.pop(path, None) is None:
+            return
+        if self.failed_file:
+            try:
+                write_bytes(self.failed_file, jsonl.encode(self.failures.values()))
+            except OSError as e:
+                log.error("cannot write %s: %s", self.failed_file, e.strerror or e)
 
     def add_done(self, video: str, files: Dict[str, str], num_stacks: int, seconds: float,
                  warnings: Optional[List[str]] = None) -> None:
@@ -67,21 +98,26 @@ class RunReport:
                   "Tv": num_stacks, "seconds": round(seconds, 3)}
         if warnings:
             record["warnings"] = warnings
-        self._append(self.manifest_file, record)
+        self._append(record)
 
     def add_skipped(self, video: str, files: Dict[str, str], num_stacks: int,
                     seconds: float) -> None:
         self.skipped += 1
-        self._append(self.manifest_file, {"path": video, "status": "skipped", "outputs": files,
-                                          "Tv": num_stacks, "seconds": round(seconds, 3)})
+        record = {"path": video, "status": "skipped", "outputs": files,
+                  "Tv": num_stacks, "seconds": round(seconds, 3)}
+        made = self.previous.get(video, {})
+        if made.get("status") in ("done", "skipped"):  # the record that made these outputs
+            for key in ("run", "warnings"):
+                if key in made:
+                    record[key] = made[key]
+        record.setdefault("run", None)  # made before runs were recorded
+        self._append(record)
 
     def add_failed(self, video: str, stage: str, message: str) -> None:
         message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said
         self.failed[stage] += 1
         log.error("FAILED %s: %s: %s", video, stage, message)
-        record = {"path": video, "stage": stage, "message": message}
-        self._append(self.failed_file, record)
-        self._append(self.manifest_file, dict(record, status="failed"))
+        self._append({"path": video, "status": "failed", "stage": stage, "message": message})
 
     @property
     def num_failed(self) -> int:
@@ -91,7 +127,7 @@ class RunReport:
         wall = time.time() - self.started
         failed = ", ".join(f"{stage} {n}" for stage, n in sorted(self.failed.items()))
         rate = self.stacks / wall if wall > 0 else 0.0
-        line = (f"{'interrupted; ' if self.interrupted else ''}"
+        line = (f"{self.stopped + '; ' if self.stopped else ''}"
                 f"done {self.done}, skipped {self.skipped} (already present), "
                 f"failed {self.num_failed}{f' ({failed})' if failed else ''}; "
                 f"{self.stacks} stacks from {self.video_seconds:.1f} s of video in {wall:.1f} s "
@@ -99,3 +135,8 @@ class RunReport:
         if self.num_failed and self.failed_file:
             line += f"; failures listed in {self.failed_file}"
         return line
+
+
+def _failure(record: Dict) -> Dict:
+    """A manifest record as a ``failed.jsonl`` line."""
+    return {k: record[k] for k in ("path", "stage", "message", "run") if k in record}

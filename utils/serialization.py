@@ -1,10 +1,53 @@
-"""Reading and writing one video's arrays: one ``.npy`` or ``.pkl`` file per key."""
+"""Reading and writing one video's arrays: one ``.npy`` or ``.pkl`` file per key.
+
+Data never runs code: ``.npy`` files load with ``allow_pickle=False``, and ``.pkl`` files
+through ``SafeUnpickler``, which builds numpy arrays, dtypes and plain numbers and refuses
+every other global (a crafted pickle in a shared output folder could otherwise run a shell
+command on the next rerun).
+"""
+import io
 import pickle
 from typing import Dict
 
 import numpy as np
 
 from utils.files import atomic_write_all
+
+# The globals numpy's own pickles of arrays and scalars use (numpy 1.x: numpy.core, 2.x: numpy._core).
+# ``_codecs.encode`` is how protocol 2 writes bytes (text codecs only; it runs nothing).
+_ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("_codecs", "encode")} | {
+    (f"numpy.{core}.{module}", name)
+    for core in ("core", "_core")
+    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                         ("numeric", "_frombuffer"))}
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle that asks for something other than numpy arrays, dtypes and numbers."""
+
+
+class SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED:
+            raise UnsafePickle(f"refused to load {module}.{name}: only numpy arrays and "
+                               "numbers are read from pickles")
+        return super().find_class(module, name)
+
+
+def safe_pickle_load(f) -> object:
+    """A numpy array, numpy scalar or plain number from a pickle stream, or ``UnsafePickle``."""
+    value = SafeUnpickler(f).load()
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.hasobject:
+            raise UnsafePickle("refused an array of Python objects")
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise UnsafePickle(f"expected a numpy array or a number, found a {type(value).__name__}")
+
+
+def safe_pickle_loads(data: bytes) -> object:
+    return safe_pickle_load(io.BytesIO(data))
 
 
 def _dump(value: np.ndarray, f, ext: str) -> None:
@@ -16,11 +59,11 @@ def _dump(value: np.ndarray, f, ext: str) -> None:
 
 def load_output(path: str, mmap: bool = False) -> np.ndarray:
     """One output file's array; ``mmap``: a ``.npy`` is mapped, not read (a truncated one
-    still fails to load)."""
+    still fails to load).  Pickles go through ``safe_pickle_load``."""
     if path.endswith(".npy"):
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     with open(path, "rb") as f:
-        return pickle.load(f)
+        return safe_pickle_load(f)
 
 
 def write_outputs(arrays: Dict[str, np.ndarray], files: Dict[str, str]) -> None:

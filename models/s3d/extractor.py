@@ -28,12 +28,13 @@ import torch
 
 from models.s3d.inference import BatchRunner, inference_model, resolve_precision
 from models.s3d.network import S3D
-from models.s3d.weights import load_weights
+from models.s3d.weights import DEFAULT_URL, load_weights, state_dict_sha256
 from utils.config import ExtractorOptions, extractor_options
 from utils.console import RunProgress
 from utils.device import resolve_device
 from utils.pipeline import Batch, DecodeSettings, PipelineStats, Plan, VideoRecord
 from utils.preprocess import preset_class
+from utils.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,12 @@ class ExtractS3D:
         if model is None:
             model = S3D()
             self.weights_path = load_weights(model, options.weights_path)
+            self.weights = {"source": options.weights_path or DEFAULT_URL,
+                            "sha256": file_sha256(self.weights_path)}
         else:
             self.weights_path = None
+            self.weights = {"source": "a model object passed to ExtractS3D",
+                            "sha256": state_dict_sha256(model)}
         # a copy of the loaded network, prepared for inference on the device
         net = inference_model(model, self.device, fold_bn=fold_bn, compile=options.compile)
         self.runner = BatchRunner(net, self.device, self.precision, self.batch_size,
@@ -110,6 +115,12 @@ class ExtractS3D:
     def from_config(cls, cfg, **kwargs) -> "ExtractS3D":
         """The extractor for a run's config (``utils.config.ExtractionConfig``)."""
         return cls(ExtractorOptions(**extractor_options(cfg)), **kwargs)
+
+    def identity(self) -> Dict[str, object]:
+        """The weights (source and SHA-256), the precision the network really runs at and the
+        device: with the options, what decides the numbers (recorded by saving runs)."""
+        return {"weights": dict(self.weights), "precision": self.precision,
+                "device": str(self.device)}
 
     def forward(self, frames: torch.Tensor):
         """(B, T, H, W, 3) preset pixels -> ``(features, logits)`` on the CPU, float32."""

@@ -40,6 +40,17 @@ def git_blob_sha1(path: str) -> str:
     return digest.hexdigest()
 
 
+def state_dict_sha256(model: nn.Module) -> str:
+    """A SHA-256 of a model's weights (keys, dtypes, shapes and bytes, in key order), for
+    weights that come as an object rather than a file."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def default_checkpoint_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", DEFAULT_FILENAME)
 

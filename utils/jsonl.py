@@ -1,0 +1,43 @@
+"""JSON lines: how manifests and failure lists are written and read (JSON only: data never
+runs code)."""
+import json
+import logging
+from typing import Dict, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+def dumps(record: Dict) -> str:
+    """One record as one line (no newline); file names that are not UTF-8 are \\u-escaped."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record)
+    return line
+
+
+def encode(records: Iterable[Dict]) -> bytes:
+    return "".join(dumps(r) + "\n" for r in records).encode("utf-8")
+
+
+def read_records(path: str, required=("path", "status")) -> Iterator[dict]:
+    """The file's JSON objects that have the ``required`` keys; a damaged line (a process
+    killed mid-write) is skipped with a warning.  A missing file reads as empty."""
+    try:
+        f = open(path, encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return
+    with f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: not a JSON line, skipped", path, number)
+                continue
+            if isinstance(record, dict) and all(k in record for k in required):
+                yield record
+            else:
+                log.warning("%s:%d: not a manifest record, skipped", path, number)

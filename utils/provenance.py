@@ -1,0 +1,184 @@
+"""What made the features in an output folder: one JSON record per run, and the rerun check.
+
+Every saving run writes ``<output_path>/<feature_type>/runs/<run id>.json`` before any video:
+
+    {"format": 1, "run": "20261203T101500Z-3f9a1c", "started": "2026-12-03T10:15:00Z",
+     "features": {"feature_type": "s3d", "stack_size": 64, "step_size": 64,
+                  "extraction_fps": 25.0, "preprocess": "kylemin", "precision": "fp32",
+                  "output_layout": "flat", "input_root": null,
+                  "weights": {"source": "...", "sha256": "..."}},
+     "versions": {"tool": "0.1.0", "python": "3.11.7", "torch": "...", "torchvision": "...",
+                  "av": "18.1.0", "ffmpeg": {"libavcodec": "62.28.102", ...}, "numpy": "..."},
+     "device": "cpu", "options": {every other option}, "host": "...", "pid": 123,
+     "shard": 0, "num_shards": 1}
+
+``features`` is what decides the numbers (and where they go); each manifest record names the
+run that made its outputs (``run``).  ``check_rerun`` refuses a run whose ``features`` differ
+from those of the runs that made the outputs already in the folder, naming each difference,
+unless ``overwrite=true``.  ``folder_runs`` reads the records (the Python API's way in).
+"""
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import socket
+from dataclasses import fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from utils.config import ExtractionConfig
+from utils.errors import InputError
+from utils.files import write_bytes
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+RUNS_FOLDER = "runs"
+# The options that decide the features' values or where they are written.
+FEATURE_OPTIONS = ("feature_type", "stack_size", "step_size", "extraction_fps", "preprocess",
+                   "precision", "output_layout", "input_root")
+
+
+def new_run_id(now: Optional[datetime.datetime] = None) -> str:
+    """Sortable and unique: the UTC start time and 6 random hex digits."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value (enums as their names)."""
+    return getattr(value, "value", value)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> Dict[str, Any]:
+    """The versions of this tool and of everything that computes the features."""
+    import importlib.metadata
+
+    import av
+    import numpy
+    import torch
+    import torchvision
+
+    try:
+        tool = importlib.metadata.version("s3d-video-features")
+    except importlib.metadata.PackageNotFoundError:
+        tool = "unknown (not installed)"
+    return {
+        "tool": tool, "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "av": av.__version__, "numpy": numpy.__version__,
+        "ffmpeg": {lib: ".".join(map(str, v)) for lib, v in sorted(av.library_versions.items())},
+    }
+
+
+def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> Dict[str, Any]:
+    """The record of a run: ``identity`` is the extractor's (weights, effective precision,
+    device)."""
+    features = {name: _plain(getattr(cfg, name)) for name in FEATURE_OPTIONS}
+    features["precision"] = identity.get("precision", features["precision"])
+    features["weights"] = identity.get("weights")
+    others = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)
+              if f.name not in FEATURE_OPTIONS}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {"format": FORMAT, "run": run_id, "started": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+            "features": features, "versions": versions(), "device": identity.get("device"),
+            "options": others, "host": socket.gethostname(), "pid": os.getpid(),
+            "shard": cfg.shard, "num_shards": cfg.num_shards}
+
+
+def write_run_record(root: str, record: Dict[str, Any]) -> str:
+    path = os.path.join(root, RUNS_FOLDER, f"{record['run']}.json")
+    write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    return path
+
+
+def folder_runs(root: str) -> Dict[str, Dict[str, Any]]:
+    """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id; a damaged
+    one is skipped with a warning."""
+    folder = os.path.join(root, RUNS_FOLDER)
+    runs: Dict[str, Dict[str, Any]] = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return runs
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                record = json.load(f)
+            runs[record["run"]] = record
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("%s: not a run record (%s), ignored", os.path.join(folder, name), e)
+    return runs
+
+
+def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """``(option, old, new)`` for each feature option (and the weights) that differ."""
+    found = []
+    for name in FEATURE_OPTIONS:
+        if old.get(name) != new.get(name):
+            found.append((name, old.get(name), new.get(name)))
+    old_w, new_w = old.get("weights") or {}, new.get("weights") or {}
+    if old_w.get("sha256") != new_w.get("sha256"):
+        found.append(("weights", _weights(old_w), _weights(new_w)))
+    return found
+
+
+def _weights(w: Dict[str, Any]) -> str:
+    sha = w.get("sha256") or "?"
+    return f"{w.get('source', '?')} (sha256 {sha[:12]})"
+
+
+def option_sets(latest: Dict[str, dict], runs: Dict[str, Dict[str, Any]]
+                ) -> List[Tuple[Dict[str, Any], List[str]]]:
+    """The distinct ``features`` of the runs that made the outputs now in the folder (from the
+    manifests' latest records), each with the videos it made; videos whose run is unknown
+    (made before runs were recorded) are not counted."""
+    sets: List[Tuple[Dict[str, Any], List[str]]] = []
+    for path, record in latest.items():
+        if record.get("status") not in ("done", "skipped"):
+            continue
+        run = runs.get(record.get("run") or "")
+        if run is None:
+            continue
+        for features, videos in sets:
+            if not differences(features, run["features"]):
+                videos.append(path)
+                break
+        else:
+            sets.append((run["features"], [path]))
+    return sets
+
+
+def check_rerun(root: str, record: Dict[str, Any], latest: Dict[str, dict],
+                overwrite: bool) -> None:
+    """Refuse (``InputError``, exit 2) a run into a folder whose outputs were made with other
+    feature options or weights; ``overwrite=true`` goes on.  A folder with outputs but no run
+    record (made before records existed) gets one warning."""
+    runs = folder_runs(root)
+    sets = option_sets(latest, runs)
+    made = [r for r in latest.values() if r.get("status") in ("done", "skipped")]
+    if made and not sets:
+        log.warning("%s has outputs but no record of the options that made them (made by an "
+                    "older version?): they are kept as they are; from this run on, %s/ says "
+                    "what made each video", root, RUNS_FOLDER)
+    if overwrite:
+        return
+    for features, videos in sets:
+        diff = differences(features, record["features"])
+        if diff:
+            listed = ", ".join(f"{name} {old!r} there vs {new!r} now" for name, old, new in diff)
+            raise InputError(
+                f"output_path: {root} holds features of {len(videos)} video(s) made with other "
+                f"options ({listed}); use another output_path, or overwrite=true to redo "
+                "every video with the new options")
