@@ -79,8 +79,8 @@ import json, sys
 from utils.inputs import shard_of, shard_paths
 pairs = json.loads(sys.argv[1])
 paths = lambda n: [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
-print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)], [shard_of(i, k) for i in range(n)]]
-                  for n, k in pairs]))
+print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)],
+                   [shard_of(i, k) for i in range(n)]] for n, k in pairs]))
 """
 
 
