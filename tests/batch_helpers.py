@@ -4,7 +4,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, List, Optional
+import time
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -72,6 +73,29 @@ def override_value(value) -> str:
     if text and all(c.isalnum() or c in "/._-:+" for c in text):
         return text
     return "'" + text.replace("'", "\\'") + "'"
+
+
+def wait_for_state(predicate: Callable[[], bool], proc: Optional[subprocess.Popen] = None,
+                   timeout: float = 180.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` (a state: files on disk, a process's progress) until it holds.
+
+    False at the deadline, or once ``proc`` has ended without the state holding. Between two
+    checks it waits on ``proc`` itself, so an exit is seen at once; no duration is asserted.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if proc is None:
+            time.sleep(min(interval, left))
+            continue
+        try:
+            proc.wait(timeout=min(interval, left))
+        except subprocess.TimeoutExpired:
+            continue
+        return predicate()  # it ended: whatever it wrote is there now
+    return True
 
 
 def read_jsonl(path: str) -> List[dict]:

@@ -11,13 +11,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from batch_helpers import MAIN, read_jsonl, rel_err
+from batch_helpers import MAIN, read_jsonl, rel_err, wait_for_state
 from conftest import REPO, SAMPLE
 from utils.cli import compose_config
 from utils.manifests import merge
@@ -187,9 +186,7 @@ def test_submitit_local_multirun_resumes_a_killed_shard_and_equals_one_process(
         proc = subprocess.Popen([sys.executable, MAIN, "shard=0", "num_shards=2", *common],
                                 cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         first = [out / "s3d" / f"a_{k}.npy" for k in KEYS]
-        deadline = time.time() + TIMEOUT
-        while not all(p.exists() for p in first) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
+        wait_for_state(lambda: all(p.exists() for p in first), proc, timeout=TIMEOUT)
         still_running = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)

@@ -4,12 +4,17 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
+from torchvision.models.video import s3d as torchvision_s3d
 
 from batch_helpers import rel_norm, run_cli
 from utils.naming import KEYS
 from conftest import REPO
 from models.s3d import ExtractS3D
+from s3d_reference import to_torchvision_key
+from test_preprocess import incumbent
 from utils.errors import ExtractionError
+from videos import cli_frames
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "sample_golden.npz")
 RTOL = 1e-4
@@ -41,6 +46,72 @@ def test_presets_and_stacks_differ(golden):
     # If the presets or the stacks gave (nearly) the same numbers, the golden test would be blind.
     assert rel_norm(golden["video_features_s3d"], golden["kylemin_s3d"]) > 1e-2
     assert rel_norm(golden["kylemin_s3d"][0], golden["kylemin_s3d"][1]) > 1e-2
+
+
+# -- the golden file against independent oracles -------------------------------------------
+# The sample is 320x240. Its kylemin chain, worked out by hand rather than by utils.preprocess:
+# short side 240 -> 224, long side 320 * 224 / 240 = 298.67 -> 298, centre crop at
+# x = (298 - 224) / 2 = 37.
+SAMPLE_SIZE = (320, 240)
+KYLEMIN_CHAIN = "fps=25,scale=298:224:flags=bilinear,format=rgb24,crop=224:224:37:0"
+# Three stacks of the network cost about 12 s on a 2-core CPU: each preset is checked on some
+# of the golden file's stacks, and the stacks checked cover all three positions.
+ORACLE_STACKS = {"kylemin": [0, 2], "video_features": [1]}
+STACK = 64
+
+
+@pytest.fixture(scope="module")
+def torchvision_twin(random_model):
+    """torchvision's S3D (an independent implementation) with the seed-0 weights."""
+    tv = torchvision_s3d().eval()
+    tv.load_state_dict({to_torchvision_key(k): v for k, v in random_model.state_dict().items()})
+    return tv
+
+
+def oracle_stacks(preset, path, stacks):
+    """The network inputs (B, 3, 64, 224, 224) of the given stacks, from the FFmpeg CLI's frames
+    at 25 fps: kylemin's filter chain scaled to [-1, 1], or the incumbent's torch resize of
+    rgb24 frames in [0, 1]."""
+    if preset == "kylemin":
+        frames = cli_frames(path, KYLEMIN_CHAIN, 224, 224, extra=["-fps_mode", "passthrough"])
+    else:
+        frames = cli_frames(path, "fps=25,format=rgb24", *SAMPLE_SIZE,
+                            extra=["-fps_mode", "passthrough"])
+    assert len(frames) == 249  # 10 s at 29.97 fps resampled to 25 fps
+    clips = []
+    for i in stacks:
+        clip = torch.from_numpy(frames[i * STACK:(i + 1) * STACK].copy())
+        if preset == "kylemin":
+            clip = (clip.to(torch.float64) / 127.5 - 1).to(torch.float32)
+        else:
+            clip = torch.stack([incumbent(frame) for frame in clip])
+        clips.append(clip.permute(3, 0, 1, 2))  # (T, H, W, 3) -> (3, T, H, W)
+    return torch.stack(clips)
+
+
+@pytest.mark.parametrize("preset", sorted(ORACLE_STACKS))
+def test_golden_equals_ffmpeg_cli_and_torchvision(preset, golden, torchvision_twin, sample_video):
+    """The golden file is made by our own pipeline; here its numbers are recomputed without it:
+    frames from the FFmpeg CLI, the preset's scaling written out, torchvision's S3D."""
+    import av
+
+    with av.open(sample_video) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == SAMPLE_SIZE
+    stacks = ORACLE_STACKS[preset]
+    x = oracle_stacks(preset, sample_video, stacks).contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        # our features: the head's average pool (kernel (2, 7, 7), stride 1 on 224x224
+        # input), averaged over time; the logits: torchvision's classifier on the same pool,
+        # averaged as its forward does (the layout, channels_last_3d, is only for speed)
+        pooled = torchvision_twin.avgpool(torchvision_twin.features(x))
+        features = pooled.mean(dim=(2, 3, 4)).numpy()
+        logits = torchvision_twin.classifier(pooled).mean(dim=(2, 3, 4)).numpy()
+    for row, i in enumerate(stacks):
+        np.testing.assert_array_equal(golden[f"{preset}_timestamps_ms"][i],
+                                      [i * STACK * 40, (i + 1) * STACK * 40])  # 40 ms a frame
+        for key, oracle in (("s3d", features[row]), ("logits", logits[row])):
+            err = rel_norm(golden[f"{preset}_{key}"][i], oracle)
+            assert err < RTOL, f"{preset}_{key} stack {i}: relative difference {err:.2e}"
 
 
 def _cli(cwd, *args, check=True):

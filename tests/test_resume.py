@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from batch_helpers import (KEYS, MAIN, ExtractorDouble, assert_same_outputs, cli_args, load_set, make_cfg,
-                           make_extractor, output_files_under, read_jsonl)
+                           make_extractor, output_files_under, read_jsonl, wait_for_state)
 import utils.files as atomic_files
 from utils import serialization
 from utils.batch_run import run
@@ -193,8 +192,10 @@ def test_ctrl_c_during_a_write_stops_after_it(three_videos, extractor, tmp_path,
     real_write = batch_run.write_outputs
 
     def write_with_ctrl_c(arrays, files):
-        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the write
-        time.sleep(0.05)
+        # raise() delivers SIGINT to this thread before it returns, and Python runs the handler
+        # at once (at the latest before the next call): the Ctrl-C arrives in the middle of the
+        # write, before its files are written
+        signal.raise_signal(signal.SIGINT)
         real_write(arrays, files)
 
     monkeypatch.setattr(batch_run, "write_outputs", write_with_ctrl_c)
@@ -221,17 +222,6 @@ def test_ctrl_c_during_extraction_writes_nothing_for_that_video(three_videos, ex
 
 # -- the real command line: Ctrl-C, SIGKILL, resume ----------------------------------------
 
-def _wait_for(predicate, proc, timeout=180.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
 def _complete_names(root, names):
     return [n for n in names if _loads_complete(root, n)]
 
@@ -253,7 +243,7 @@ def test_cli_interrupt_kill_and_resume(random_model, random_checkpoint, tmp_path
     # 1. Ctrl-C once the first video is written
     proc = subprocess.Popen(args, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: _complete_names(root, names), proc), proc.communicate()
+    assert wait_for_state(lambda: _complete_names(root, names), proc), proc.communicate()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -264,7 +254,7 @@ def test_cli_interrupt_kill_and_resume(random_model, random_checkpoint, tmp_path
     # 2. SIGKILL as soon as one more video is complete: no chance to clean up
     proc = subprocess.Popen(args, cwd=str(tmp_path), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    assert _wait_for(lambda: len(_complete_names(root, names)) > len(after_ctrl_c), proc)
+    assert wait_for_state(lambda: len(_complete_names(root, names)) > len(after_ctrl_c), proc)
     proc.kill()
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL

@@ -1,5 +1,11 @@
-"""Sharding: ``paths[shard::num_shards]`` is disjoint, complete and stable, and bad shards fail early."""
+"""Sharding: ``paths[shard::num_shards]`` is disjoint, complete and stable, ``shard_of`` names
+the shard of each input, and bad shards fail early."""
+import json
 import logging
+import os
+import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,40 +15,91 @@ from utils.cli import preflight
 from utils.config import ExtractionConfig
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.inputs import shard_paths
+from utils.inputs import shard_of, shard_paths
 from utils.naming import output_names
-
-SIZES = [0, 1, 2, 3, 5, 7, 16, 100, 1001]
-SHARDS = [1, 2, 3, 4, 7, 8, 64, 1500]
 
 
 def paths_of(n):
     return [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
 
 
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("k", SHARDS)
-def test_shards_are_disjoint_complete_and_in_file_order(n, k):
+def all_shards(paths, k):
+    return [shard_paths(list(paths), s, k) for s in range(k)]
+
+
+def check_sharding(n, k):
+    """Every property of one (number of inputs, number of shards) pair."""
     paths = paths_of(n)
-    shards = [shard_paths(paths, s, k) for s in range(k)]
-    flat = [p for shard in shards for p in shard]
-    assert len(flat) == n and set(flat) == set(paths)  # complete, and disjoint (no duplicates)
+    shards = all_shards(paths, k)
+    where = {}
     for s, shard in enumerate(shards):
-        assert shard == [paths[i] for i in range(s, n, k)]  # file order, no shuffling
+        for p in shard:
+            assert p not in where, f"n={n} k={k}: {p} in shards {where[p]} and {s}"  # disjoint
+            where[p] = s
+    assert sorted(where) == paths, f"n={n} k={k}: inputs left out"  # complete
+    for s, shard in enumerate(shards):
+        # the documented rule, by Python's own slicing: file order, every k-th input
+        assert shard == paths[s::k], f"n={n} k={k} shard {s}"
     sizes = [len(shard) for shard in shards]
-    assert max(sizes) - min(sizes) <= 1  # balanced; with k > n, the last k - n shards are empty
-    assert sum(1 for size in sizes if size == 0) == max(0, k - n)
+    assert max(sizes) - min(sizes) <= 1, f"n={n} k={k}: unbalanced {sizes}"
+    assert sizes.count(0) == max(0, k - n)  # with k > n, the last k - n shards are empty
+    # the merger names the shard of a missing video with shard_of: it must be the one holding it
+    assert all(shard_of(i, k) == where[p] for i, p in enumerate(paths)), f"n={n} k={k}"
+    assert all_shards(paths, k) == shards  # the same again
+    return shards
 
 
-@pytest.mark.parametrize("n,k", [(10, 3), (1001, 64), (3, 8)])
-def test_shards_are_stable_across_reruns(n, k):
-    paths = paths_of(n)
-    first = [shard_paths(list(paths), s, k) for s in range(k)]
-    again = [shard_paths(list(paths), s, k) for s in range(k)]
-    assert first == again
+# edge cases: no input, one shard, one input, more shards than inputs, a big list
+EDGES = [(0, 1), (0, 5), (1, 1), (1, 3), (2, 2), (3, 8), (7, 1500), (100, 1), (1001, 64),
+         (1001, 1001), (1001, 1000)]
+
+
+def random_pairs(count=300, seed=0):
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        n = rng.choice([rng.randrange(0, 12), rng.randrange(0, 400)])
+        k = rng.choice([rng.randrange(1, 12), rng.randrange(1, 2 * n + 2)])
+        pairs.append((n, k))
+    return pairs
+
+
+def test_sharding_properties_on_many_sizes():
+    """Disjoint, complete, in file order, balanced, and ``shard_of`` names the shard of each
+    input, on edge cases and on seeded random (number of inputs, number of shards) pairs."""
+    pairs = EDGES + random_pairs()
+    assert any(k > n for n, k in pairs) and any(k == 1 for n, k in pairs)
+    for n, k in pairs:
+        check_sharding(n, k)
+
+
+STABLE_PAIRS = [(10, 3), (1001, 64), (3, 8), (37, 5)]
+_SHARDS_IN_A_NEW_PROCESS = """
+import json, sys
+from utils.inputs import shard_of, shard_paths
+pairs = json.loads(sys.argv[1])
+paths = lambda n: [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
+print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)],
+                   [shard_of(i, k) for i in range(n)]] for n, k in pairs]))
+"""
+
+
+def test_shards_are_stable_across_reruns(repo_root):
+    """A rerun (a new process, with another string-hash seed) gives every shard the same
+    inputs: a requeued shard resumes its own videos."""
+    expected = [[all_shards(paths_of(n), k), [shard_of(i, k) for i in range(n)]]
+                for n, k in STABLE_PAIRS]
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        proc = subprocess.run([sys.executable, "-c", _SHARDS_IN_A_NEW_PROCESS,
+                               json.dumps(STABLE_PAIRS)], cwd=repo_root, env=env,
+                              capture_output=True, text=True, check=True, timeout=120)
+        assert json.loads(proc.stdout) == expected
     # a video keeps its shard: position i always goes to shard i % k
-    for s, shard in enumerate(first):
-        assert all(paths.index(p) % k == s for p in shard)
+    for (n, k), (shards, _) in zip(STABLE_PAIRS, expected):
+        paths = paths_of(n)
+        for s, shard in enumerate(shards):
+            assert all(paths.index(p) % k == s for p in shard)
 
 
 def test_sharding_pairs_keeps_each_video_with_its_output_name():

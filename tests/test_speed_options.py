@@ -4,6 +4,8 @@ Nothing here is timed: speed is measured by benchmarks/bench_s3d.py.
 """
 import contextlib
 import logging
+import queue
+import sys
 import threading
 import time
 
@@ -35,6 +37,43 @@ def wait_until(predicate, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def parked_producers() -> int:
+    """How many prefetch threads are parked: waiting in ``threading.Condition.wait`` for the
+    consumer alone to wake them, either for room in a full ``queue.Queue`` (a producer as far
+    ahead as it may go) or for the consumer to move on (a worker not allowed the next job yet).
+
+    While the consumer takes nothing, a parked thread makes nothing more: once every producer
+    thread is parked, what the sources have produced is final, and can be checked exactly.
+    """
+    frames = sys._current_frames()
+    parked = 0
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident) if thread.name.startswith("prefetch") else None
+        if frame is None or frame.f_code is not threading.Condition.wait.__code__:
+            continue
+        caller = frame.f_back
+        if (caller is not None and caller.f_code is queue.Queue.put.__code__
+                and not caller.f_locals["self"].full()):
+            continue  # the consumer made room: it is about to put its item and go on
+        parked += 1
+    return parked
+
+
+def prefetch_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("prefetch"))
+
+
+@pytest.fixture
+def close_after():
+    """``close_after(generator)``: closed when the test ends, failed or not. One left to the
+    garbage collector joins its threads wherever collection happens to run, possibly inside
+    ``threading.enumerate`` (holding the lock an ending thread needs): a hang, not a failure."""
+    opened = []
+    yield lambda generator: opened.append(generator) or generator
+    for generator in reversed(opened):
+        generator.close()
 
 
 @pytest.fixture(scope="module")
@@ -333,13 +372,12 @@ def no_prefetch_threads() -> bool:
 
 
 @pytest.mark.parametrize("depth", [1, 3])
-def test_prefetch_is_bounded(depth):
+def test_prefetch_is_bounded(depth, close_after):
     source = Source(1000)
-    items = prefetch(source, depth)
+    items = close_after(prefetch(source, depth))
     assert next(items) == 0
     # one item in hand, ``depth`` queued, one more made and waiting for room
-    assert wait_until(lambda: source.produced == depth + 2)
-    time.sleep(0.3)
+    assert wait_until(lambda: parked_producers() == 1)
     assert source.produced == depth + 2
     items.close()
     assert wait_until(lambda: source.closed)
@@ -371,15 +409,16 @@ def test_prefetch_stops_the_producer_when_the_consumer_stops():
     assert no_prefetch_threads()
 
 
-def test_prefetch_jobs_order_bound_errors_and_early_exit():
+def test_prefetch_jobs_order_bound_errors_and_early_exit(close_after):
     sources = [Source(30), Source(30, fail_at=2), Source(30), Source(30)]
-    streams = prefetch_jobs([lambda s=s: iter(s) for s in sources], workers=2, depth=2)
+    streams = close_after(prefetch_jobs([lambda s=s: iter(s) for s in sources], workers=2, depth=2))
     first = next(streams)
     assert next(first) == 0
     # two workers, each at most depth + 1 items ahead: later videos wait
-    assert wait_until(lambda: sources[1].produced == 2)  # it fails at its third item
-    time.sleep(0.3)
-    assert sources[0].produced <= 4 and sources[2].produced <= 3 and sources[3].produced == 0
+    assert wait_until(lambda: prefetch_threads() == 2 and parked_producers() == 2)
+    # the first is depth + 1 items ahead; the second holds its error, its queue full of the
+    # two items before it; both workers are busy, so the third and fourth videos wait
+    assert [s.produced for s in sources] == [4, 2, 0, 0]
     assert list(first) == list(range(1, 30))
     second = next(streams)
     with pytest.raises(ValueError, match="bad item 2"):
@@ -394,18 +433,17 @@ def test_prefetch_jobs_order_bound_errors_and_early_exit():
     assert all(s.closed for s in sources)
 
 
-def test_prefetch_jobs_does_not_run_ahead_through_short_videos():
+def test_prefetch_jobs_does_not_run_ahead_through_short_videos(close_after):
     """Videos shorter than the queue never block their producer: the bound is on jobs too."""
     sources = [Source(1) for _ in range(50)]
-    streams = prefetch_jobs([lambda s=s: iter(s) for s in sources], workers=1, depth=2)
+    streams = close_after(prefetch_jobs([lambda s=s: iter(s) for s in sources], workers=1, depth=2))
     first = next(streams)
-    assert wait_until(lambda: sources[1].produced == 1)  # the next video is decoded ahead ...
-    time.sleep(0.3)
-    assert [s.produced for s in sources[2:]] == [0] * 48  # ... and no further
+    # the next video is decoded ahead, then the worker waits for the consumer ...
+    assert wait_until(lambda: sources[1].produced == 1 and parked_producers() == 1)
+    assert [s.produced for s in sources[2:]] == [0] * 48  # ... and goes no further
     assert list(first) == [0]
     second = next(streams)
-    assert wait_until(lambda: sources[2].produced == 1)
-    time.sleep(0.3)
+    assert wait_until(lambda: sources[2].produced == 1 and parked_producers() == 1)
     assert [s.produced for s in sources[3:]] == [0] * 47
     assert [list(second)] + [list(s) for s in streams] == [[0]] * 49
     assert wait_until(no_prefetch_threads)

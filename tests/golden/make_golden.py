@@ -4,8 +4,9 @@ Run from the repository root after a deliberate change of the numbers:
 
     python tests/golden/make_golden.py
 
-Golden outputs come from our own pipeline; the network itself is checked against
-torchvision's independent S3D in tests/test_network.py.
+Golden outputs come from our own pipeline; tests/test_outputs.py checks them against
+independent oracles (the FFmpeg CLI's frames, each preset's scaling written out, torchvision's
+S3D), so a regenerated file that moved for a wrong reason fails there.
 """
 import os
 import sys
