@@ -336,22 +336,41 @@ def _file_size_cap(limit: int):
     return cap
 
 
-def test_a_full_tmp_path_costs_the_kept_video_only(random_checkpoint, random_model, tmp_path):
-    """The kept video cannot be written (no file over 64 KiB: as a full disk): the features
-    are still saved, the manifest says what happened, and nothing is left in tmp_path."""
-    clip = synth(str(tmp_path / "clip.mp4"), seconds=2, size="320x240")
+@pytest.fixture(scope="module")
+def kept_clip(tmp_path_factory, random_model):
+    """A 4 s clip and the size of its kept video (x264 emits packets from frame 41 on)."""
+    from models.s3d import ExtractS3D
+
+    d = tmp_path_factory.mktemp("kept")
+    clip = synth(str(d / "clip.mp4"), seconds=4, size="320x240")
+    ExtractS3D(model=random_model, device="cpu", stack_size=50, step_size=50,
+               keep_tmp_files=True, tmp_path=str(d / "kept")).extract(clip)
+    [kept] = os.listdir(d / "kept")
+    return clip, os.path.getsize(d / "kept" / kept)
+
+
+@pytest.mark.parametrize("when", ["while_encoding", "at_the_end"])
+def test_a_full_tmp_path_costs_the_kept_video_only(kept_clip, random_checkpoint, random_model,
+                                                   tmp_path, when):
+    """The kept video cannot be written, as on a full disk: no file may pass 16 KiB (writing
+    frames fails) or its whole size less one byte (finishing it fails).  The features (two
+    stacks of 50 frames, 8 KB) are still saved, the manifest says what happened, and
+    nothing is left in tmp_path."""
+    clip, size = kept_clip
+    cap = 16 * 2**10 if when == "while_encoding" else size - 1
+    assert size > 64 * 2**10
     out = str(tmp_path / "out")
     kept = tmp_path / "kept"
-    proc = run_cli(cli_args(random_checkpoint, out, video_paths=clip, keep_tmp_files="true",
-                            tmp_path=str(kept)), cwd=str(tmp_path),
-                   preexec_fn=_file_size_cap(64 * 2**10))
+    proc = run_cli(cli_args(random_checkpoint, out, stack_size=50, video_paths=clip,
+                            keep_tmp_files="true", tmp_path=str(kept)), cwd=str(tmp_path),
+                   preexec_fn=_file_size_cap(cap))
     assert proc.returncode == 0, proc.stderr
     [record] = _manifest(out).values()
     assert record["status"] == "done"
     assert any("cannot be kept" in w and "File too large" in w for w in record["warnings"]), record
     got = load_set(os.path.join(out, "s3d"), "clip")
-    want = cli_reference(clip, random_model, 320, 240)
-    assert got["s3d"].shape == want.shape == (3, 1024)
+    want = cli_reference(clip, random_model, 320, 240, stack_size=50)
+    assert got["s3d"].shape == want.shape == (2, 1024)
     assert rel_err(got["s3d"], want) < 1e-4
     assert os.listdir(kept) == []
 
