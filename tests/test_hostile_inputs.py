@@ -315,17 +315,24 @@ def test_long_stems_are_saved_and_their_leftovers_found(random_checkpoint, tmp_p
     assert find_temporaries(root) == {}
 
 
-def test_tmp_path_that_is_a_file_stops_the_run(random_checkpoint, tmp_path):
+def test_tmp_path_that_is_a_file_stops_the_run(random_checkpoint, random_model, tmp_path,
+                                               monkeypatch):
     blocker = tmp_path / "tmp"
     blocker.write_text("not a folder")
     clip = synth(str(tmp_path / "clip.mp4"), seconds=0.6, size="64x48")
     proc = run_cli(cli_args(random_checkpoint, str(tmp_path / "out"), video_paths=clip,
                             keep_tmp_files="true", tmp_path="tmp/kept"), cwd=str(tmp_path))
     assert proc.returncode == 2
-    assert _error_lines(proc) == [f"error: tmp_path: tmp/kept is under a file ({blocker}), not "
-                                  "a folder; expected a folder the resampled videos can be "
-                                  "written to (keep_tmp_files=true)"]
+    message = (f"tmp_path: tmp/kept is under a file ({blocker}), not a folder; expected a "
+               "folder the resampled videos can be written to (keep_tmp_files=true)")
+    assert _error_lines(proc) == [f"error: {message}"]
     assert not (tmp_path / "out").exists()
+    from models.s3d import ExtractS3D  # the API says the same
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:
+        ExtractS3D(model=random_model, device="cpu", keep_tmp_files=True, tmp_path="tmp/kept")
+    assert str(info.value) == message
 
 
 def _file_size_cap(limit: int):
