@@ -48,13 +48,17 @@ class ExtractorDouble:
                 "device": "cpu"}
 
 
-def run_cli(args: List[str], cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_cli(args: List[str], cwd: str, timeout: float = 240, preexec_fn=None,
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """``python main.py ARGS`` in ``cwd``; text output (UTF-8), as a user's shell would run it
-    (without ``HYDRA_FULL_ERROR``, which would turn one-line errors into tracebacks)."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+    (without ``HYDRA_FULL_ERROR``, which would turn one-line errors into tracebacks).
+    ``preexec_fn``: run in the child before ``main.py`` (resource limits, umask); ``env``:
+    variables added to the environment."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", **(env or {}))
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, MAIN, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, encoding="utf-8", timeout=timeout, check=False)
+                          text=True, encoding="utf-8", timeout=timeout, check=False,
+                          preexec_fn=preexec_fn)
 
 
 def cli_args(weights: str, output_path: str, stack_size: int = STACK, **kw) -> List[str]:
@@ -138,13 +142,14 @@ def assert_same_outputs(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray],
     assert float(got["fps"]) == float(want["fps"])
 
 
-def cli_reference(path: str, model, width: int, height: int, fps: float = 25,
+def cli_reference(path: str, model, width: int, height: int, fps: Optional[float] = 25,
                   stack_size: int = STACK, step_size: Optional[int] = None,
                   max_stacks: Optional[int] = None) -> np.ndarray:
     """Features computed from the FFmpeg CLI's frames, independently of our decoder.
 
     ``width`` x ``height`` is the upright (displayed) size: the CLI applies rotation
-    metadata itself.  The chain is the ``kylemin`` preset's, as FFmpeg filters.
+    metadata itself.  The chain is the ``kylemin`` preset's, as FFmpeg filters; ``fps=None``:
+    every decoded frame (no ``fps`` filter).
     """
     step = step_size or stack_size
     frames = cli_frames(path, kylemin_vf(width, height, fps), 224, 224,

@@ -92,6 +92,9 @@ SAME = [  # (override, value as the API gets it, expected message)
      "device: 'cpu:1' is not supported; expected cpu, cuda or cuda:N (the N-th GPU)"),
     ("stack_size=abc", ("stack_size", "abc"),
      "stack_size: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("max_resample_ratio=0.5", ("max_resample_ratio", 0.5),
+     "max_resample_ratio: 0.5 is not allowed; expected a number >= 1 (frames emitted per "
+     "decoded frame) or null (no limit)"),
 ]
 
 

@@ -1,6 +1,7 @@
 """End to end: golden outputs, the CLI against the Python API, sinks, batching, tmp files."""
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -181,8 +182,9 @@ def test_keep_tmp_files(tmp_path, random_model, sample_video):
     ExtractS3D(tmp_path=str(tmp_path / "tmp_off"), **kwargs).extract(sample_video)
     assert not (tmp_path / "tmp_off").exists()
     ExtractS3D(keep_tmp_files=True, tmp_path=str(tmp_path / "tmp_on"), **kwargs).extract(sample_video)
-    assert os.listdir(tmp_path / "tmp_on") == ["sample_5fps.mp4"]
-    with av.open(str(tmp_path / "tmp_on" / "sample_5fps.mp4")) as c:
+    [kept] = os.listdir(tmp_path / "tmp_on")
+    assert re.fullmatch(r"sample_5fps_[0-9a-f]{8}\.mp4", kept)
+    with av.open(str(tmp_path / "tmp_on" / kept)) as c:
         stream = c.streams.video[0]
         assert (stream.width, stream.height) == (320, 240)
         assert sum(1 for _ in c.decode(stream)) == 50

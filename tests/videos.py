@@ -53,9 +53,11 @@ def cli_frames(path: str, vf: str, width: int, height: int, extra: Sequence[str]
 
 def kylemin_vf(width: int, height: int, fps) -> str:
     """The ``kylemin`` preset as an FFmpeg filter chain, for an upright ``width`` x ``height``
-    video: resampled to ``fps``, short side scaled to 224, centre 224x224 crop."""
+    video: resampled to ``fps`` (None: every decoded frame), short side scaled to 224, centre
+    224x224 crop."""
     from utils.preprocess import CROP, crop_offsets, resized_size
 
     w, h = resized_size(width, height)
     x, y = crop_offsets(w, h)
-    return f"fps={fps},scale={w}:{h}:flags=bilinear,format=rgb24,crop={CROP}:{CROP}:{x}:{y}"
+    resample = f"fps={fps}," if fps is not None else ""
+    return f"{resample}scale={w}:{h}:flags=bilinear,format=rgb24,crop={CROP}:{CROP}:{x}:{y}"

@@ -12,6 +12,7 @@ Per-network defaults (``stack_size``, ``step_size``, ``extraction_fps``, ``prepr
 config group made from the table fills them on the command line, and ``__post_init__`` does
 in the API.  ``help_text()`` is what ``python main.py --help`` prints.
 """
+import os
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -109,6 +110,34 @@ def _check_fps(value, _) -> Optional[str]:
     if value is not None and not value > 0:
         return (f"{value} is not allowed; expected a positive number or null (keep every "
                 "decoded frame)")
+    return None
+
+
+def _check_ratio(value, _) -> Optional[str]:
+    if value is not None and not value >= 1:
+        return (f"{value} is not allowed; expected a number >= 1 (frames emitted per decoded "
+                "frame) or null (no limit)")
+    return None
+
+
+def _check_tmp_path(value, options) -> Optional[str]:
+    """With ``keep_tmp_files``: a folder that exists and is writable, or can be made in one
+    that is, on a filesystem with room left (a disk that fills later costs only the kept
+    video, with a warning: utils.tmp_video)."""
+    if not options.keep_tmp_files:
+        return None
+    expected = "; expected a folder the resampled videos can be written to (keep_tmp_files=true)"
+    folder = os.path.abspath(value)
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        what = "is a file" if folder == os.path.abspath(value) else f"is under a file ({folder})"
+        return f"{value} {what}, not a folder{expected}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{value}: cannot write in {folder} (permission denied){expected}"
+    fs = os.statvfs(folder)
+    if fs.f_bavail == 0:
+        return f"{value}: the filesystem of {folder} is full{expected}"
     return None
 
 
@@ -218,6 +247,10 @@ class ExtractorOptions(_Validated):
     extraction_fps: Optional[float] = option(NETWORK_DEFAULT, "resample to this frame rate first (FFmpeg's fps "
                                  "filter); null keeps every decoded frame", _check_fps,
                                  shown="the network's (s3d: 25)")
+    max_resample_ratio: Optional[float] = option(
+        100.0, "with extraction_fps: the most frames resampling may emit per decoded frame "
+        "(repeats filling gaps in the timestamps); a video that needs more fails at decode; "
+        "null: no limit", _check_ratio)
     preprocess: Preprocess = option(
         NETWORK_DEFAULT, "kylemin: FFmpeg bilinear resize, pixels in [-1, 1]; video_features: the "
         "incumbent's torch resize, [0, 1]", shown="the network's (s3d: kylemin)")
@@ -234,7 +267,8 @@ class ExtractorOptions(_Validated):
     compile: bool = option(False, "torch.compile with inductor freezing (tens of seconds to "
                            "compile; for long runs)")
     keep_tmp_files: bool = option(False, "keep the resampled video (libx264) in tmp_path")
-    tmp_path: str = option("./tmp", "where kept resampled videos go")
+    tmp_path: str = option("./tmp", "where kept resampled videos go (checked at start "
+                           "when keep_tmp_files=true)", _check_tmp_path)
 
 
 @dataclass

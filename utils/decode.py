@@ -3,6 +3,17 @@
 Frames come out one at a time (a video is never held whole), rotated upright as the ffmpeg
 CLI does, with their presentation interval in milliseconds measured from the container's
 start time.
+
+Hostile inputs cost bounded memory and time:
+
+- frames over ``MAX_PIXELS`` (8192x8192) fail at ``decode`` before they are decoded (and the
+  decoder itself refuses larger pictures, for streams whose headers lie); big frames are
+  decoded with fewer threads, so the frames the decoder holds stay within
+  ``DECODER_MEMORY``;
+- timestamps that jump in formats that allow it (MPEG-TS joined with ``cat``) are corrected
+  as the ffmpeg CLI corrects them, and without resampling frame times never go backwards;
+- resampling that would invent more than ``max_resample_ratio`` frames per decoded frame
+  (a huge gap in the timestamps) fails at ``decode`` before a single repeat is made.
 """
 import logging
 import os
@@ -18,6 +29,17 @@ from utils.errors import ExtractionError
 log = logging.getLogger(__name__)
 
 AV_TIME_BASE = 1_000_000
+
+# The largest decoded (or resized) frame accepted: 8192x8192.  An 8192x8192 frame is 100 MB
+# in 8-bit 4:2:0 and 800 MB as float RGB; H.264, HEVC and AV1 stop at 8192x4320 (level 6.2).
+MAX_PIXELS = 8192 * 8192
+# Frame threads each hold about two frames: fewer threads for big frames keep the decoder's
+# frames within this (1080p keeps one thread per core up to 40 cores).
+DECODER_MEMORY = 512 * 2**20
+DECODER_BYTES_PER_PIXEL = 3  # 4:2:0 8-bit is 1.5; 4:4:4 and 10-bit formats take more
+# The ffmpeg CLI's -dts_delta_threshold: a jump of more than 10 s in a format that allows
+# discontinuities (MPEG-TS, MPEG-PS, FLV...) is a restart, not a gap.
+DTS_DELTA_THRESHOLD_US = 10 * AV_TIME_BASE
 
 
 @dataclass
@@ -45,6 +67,22 @@ def start_time_shift(start_time_us: Optional[int], time_base: Fraction) -> int:
     if not start_time_us:
         return 0
     return _round_half_away(Fraction(start_time_us, AV_TIME_BASE) / time_base)
+
+
+def frame_size_problem(width: int, height: int, what: str = "frames of") -> Optional[str]:
+    """Why ``width`` x ``height`` is too big to handle (None when it is fine)."""
+    if width * height <= MAX_PIXELS:
+        return None
+    return (f"{what} {width}x{height} ({width * height / 1e6:.1f} Mpixel) are over the "
+            f"{MAX_PIXELS / 1e6:.1f} Mpixel (8192x8192) size limit that keeps memory bounded")
+
+
+def decoder_threads(width: int, height: int) -> int:
+    """Frame threads for a ``width`` x ``height`` stream (0: FFmpeg's default, one per core),
+    so that the frames they hold stay within ``DECODER_MEMORY``."""
+    frame_bytes = max(1, width * height * DECODER_BYTES_PER_PIXEL)
+    allowed = max(1, DECODER_MEMORY // (2 * frame_bytes))
+    return 0 if allowed > (os.cpu_count() or 1) else allowed
 
 
 def rotation_filters(rotation: float) -> List[Tuple[str, Optional[str]]]:
@@ -102,8 +140,69 @@ def open_video(path: str):
         container.close()
         raise ExtractionError("open", "no video stream (audio-only or data file)")
     stream = container.streams.video[0]
+    codec = stream.codec_context
+    problem = frame_size_problem(codec.width, codec.height)
+    if problem:
+        container.close()
+        raise ExtractionError("decode", problem)
     stream.thread_type = "AUTO"
+    threads = decoder_threads(codec.width, codec.height)
+    if threads:
+        codec.thread_count = threads
+    # the decoder refuses bigger pictures itself, whatever the container's header said
+    codec.options = {**codec.options, "max_pixels": str(MAX_PIXELS)}
     return container, stream
+
+
+class TimestampRestarts:
+    """The ffmpeg CLI's correction of timestamp discontinuities, on packets.
+
+    For formats that allow discontinuities (``AVFMT_TS_DISCONT``: MPEG-TS, MPEG-PS, FLV...),
+    as ``ffmpeg_demux.c`` does (``ts_discontinuity_detect``): a packet whose dts lies more
+    than 10 s from the one expected next, or more than 0.1 s before the previous one, moves
+    it and every later packet by the jump, so the stream goes on where it was (two MPEG-TS
+    files joined with ``cat``, whose timestamps restart).  ``restarts`` lists the jumps
+    corrected: ``(the packet's corrected timestamp in stream ticks, jump in seconds)``.
+    """
+
+    def __init__(self, time_base: Fraction, frame_rate: Optional[Fraction]):
+        self.time_base = time_base
+        self.frame_us = (_round_half_away(AV_TIME_BASE / frame_rate) if frame_rate else 0)
+        self.offset_us = 0
+        self.next_dts_us: Optional[int] = None
+        self.dts_us: Optional[int] = None
+        self.restarts: List[Tuple[int, float]] = []
+
+    def _us(self, ticks: int) -> int:
+        return _round_half_away(ticks * self.time_base * AV_TIME_BASE)
+
+    def _ticks(self, us: int) -> int:
+        return _round_half_away(Fraction(us, AV_TIME_BASE) / self.time_base)
+
+    def _move(self, packet, ticks: int) -> None:
+        if ticks:
+            if packet.dts is not None:
+                packet.dts += ticks
+            if packet.pts is not None:
+                packet.pts += ticks
+
+    def __call__(self, packet) -> None:
+        """Correct ``packet``'s timestamps in place."""
+        self._move(packet, self._ticks(self.offset_us))
+        if packet.dts is None:
+            return
+        dts_us = self._us(packet.dts)
+        if self.next_dts_us is not None:
+            delta = dts_us - self.next_dts_us
+            if abs(delta) > DTS_DELTA_THRESHOLD_US or dts_us + AV_TIME_BASE // 10 < self.dts_us:
+                self.offset_us -= delta
+                self._move(packet, -self._ticks(delta))
+                at = packet.pts if packet.pts is not None else packet.dts
+                self.restarts.append((at, delta / AV_TIME_BASE))
+                dts_us = self._us(packet.dts)
+        self.dts_us = dts_us
+        step = self._us(packet.duration) if packet.duration else self.frame_us
+        self.next_dts_us = dts_us + step
 
 
 class VideoDecoder:
@@ -111,16 +210,22 @@ class VideoDecoder:
 
     Iterating yields ``TimedFrame`` objects.  Frame times are presentation times minus the
     container's start time; after resampling to N fps, frame k starts at k * 1000 / N ms.
+    ``max_resample_ratio``: with ``fps``, the most frames resampling may emit per decoded
+    frame (None: no limit); a video that would need more fails at ``decode``.
     """
 
-    def __init__(self, path: str, fps: Optional[float] = None):
+    def __init__(self, path: str, fps: Optional[float] = None,
+                 max_resample_ratio: Optional[float] = None):
         self.path = path
         self.fps = fps_fraction(fps) if fps else None
+        self.max_resample_ratio = max_resample_ratio
         self.container, self.stream = open_video(path)
         self.time_base = Fraction(self.stream.time_base) if self.stream.time_base else Fraction(1, AV_TIME_BASE)
         self.shift = start_time_shift(self.container.start_time, self.time_base)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.average_fps: Optional[Fraction] = Fraction(rate) if rate else None
+        discont = self.container.format.flags & av.format.Flags.ts_discont.value
+        self.restarts = TimestampRestarts(self.time_base, self.average_fps) if discont else None
         self.corrupt_packets = 0
         self.decoded_frames = 0
         self.packets = 0
@@ -152,6 +257,13 @@ class VideoDecoder:
                 log.warning("%s: demuxing stopped early: %s", self.path, e)
                 yield None  # flush the decoder
                 return
+            if self.restarts is not None:
+                seen = len(self.restarts.restarts)
+                self.restarts(packet)
+                for at, jump in self.restarts.restarts[seen:]:
+                    log.warning("%s: the timestamps jump by %+.2f s at %.2f s (joined files?); "
+                                "the frames after it follow on, as the ffmpeg CLI does",
+                                self.path, jump, float((at - self.shift) * self.time_base))
             yield packet
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
@@ -163,10 +275,17 @@ class VideoDecoder:
             try:
                 frames = codec.decode(packet)
             except av.error.FFmpegError as e:
+                # a picture over max_pixels is refused by the decoder: say so, not "corrupt"
+                problem = frame_size_problem(codec.width, codec.height)
+                if problem:
+                    raise ExtractionError("decode", problem) from None
                 self.corrupt_packets += 1
                 log.debug("%s: undecodable packet skipped: %s", self.path, e)
                 continue
             for frame in frames:
+                problem = frame_size_problem(frame.width, frame.height)
+                if problem:
+                    raise ExtractionError("decode", problem)
                 self.decoded_frames += 1
                 if frame.pts is not None:
                     first = frame.pts if first is None else min(first, frame.pts)
@@ -213,18 +332,29 @@ class VideoDecoder:
         graph = src = sink = None
         last_pts = None
         step = None
+        budget = ResampleBudget(self) if self.fps is not None and self.max_resample_ratio else None
+        backwards = 0
         for frame in self._decoded():
             pts = frame.pts if frame.pts is not None else frame.dts
+            if step is None:  # a frame's nominal duration, in stream ticks
+                step = (int(round(1 / (self.average_fps * self.time_base)))
+                        if self.average_fps else 1)
             if pts is None:
-                if step is None:
-                    step = (int(round(1 / (self.average_fps * self.time_base)))
-                            if self.average_fps else 1)
                 pts = 0 if last_pts is None else last_pts + step
             pts -= self.shift
             if last_pts is not None and pts <= last_pts and self.fps is None:
-                log.debug("%s: non-increasing pts %s after %s", self.path, pts, last_pts)
+                # every decoded frame is kept: its time must not go back (the fps filter
+                # drops such frames when resampling, as the ffmpeg CLI does)
+                if not backwards:
+                    log.warning("%s: frame times go back at %.3f s (to %.3f s); such frames "
+                                "are given the time after the previous one", self.path,
+                                float(last_pts * self.time_base), float(pts * self.time_base))
+                backwards += 1
+                pts = last_pts + max(1, step)
             last_pts = pts
             frame.pts = pts
+            if budget is not None:
+                budget.frame(pts, frame.duration)
             if graph is None:
                 filters = rotation_filters(frame.rotation or 0)
                 if self.fps is not None:
@@ -236,5 +366,63 @@ class VideoDecoder:
                 raise ExtractionError("decode", f"frame {self.decoded_frames}: {e}") from None
             yield from drain(sink)
         if graph is not None:
+            if budget is not None:
+                budget.end()
             src.push(None)
             yield from drain(sink)
+        if backwards > 1:
+            log.warning("%s: %d frames had times going back", self.path, backwards)
+
+
+class ResampleBudget:
+    """Bounds the frames FFmpeg's ``fps`` filter may invent, checked before each push.
+
+    The filter shows output tick k (rounded ``pts * fps``) with the last frame at or before
+    it: a frame arriving at tick T makes it emit ticks up to T - 1, and at the end it
+    emits up to the end of the last frame (its pts plus its duration).  When that would
+    exceed ``max_resample_ratio`` times the frames decoded so far, the video fails at
+    ``decode`` naming the gap, before a single repeated frame is made.
+    """
+
+    def __init__(self, decoder: VideoDecoder):
+        self.decoder = decoder
+        self.scale = decoder.time_base * decoder.fps  # stream ticks -> output ticks
+        self.first: Optional[int] = None
+        self.top: Optional[int] = None  # the highest output tick reached
+        self.latest: Optional[int] = None  # the highest pts pushed
+        self.last_end = 0  # the last frame's pts plus its duration (where the filter ends)
+        self.frames = 0
+
+    def _tick(self, pts: int) -> int:
+        return _round_half_away(pts * self.scale)
+
+    def frame(self, pts: int, duration: Optional[int]) -> None:
+        self.frames += 1
+        tick = self._tick(pts)
+        if self.first is None:
+            self.first = self.top = tick
+        elif tick > self.top:
+            tb = self.decoder.time_base
+            self._check(tick, f"a {float((pts - self.latest) * tb):.2f} s gap in the timestamps "
+                              f"(from {float(self.latest * tb):.2f} s to {float(pts * tb):.2f} s)")
+            self.top = tick
+        self.latest = pts if self.latest is None else max(self.latest, pts)
+        self.last_end = pts + (duration or 0)
+
+    def end(self) -> None:
+        if self.first is None:
+            return
+        tick = self._tick(self.last_end)
+        if tick > self.top:
+            last = float((self.last_end - self.latest) * self.decoder.time_base)
+            self._check(tick, f"a last frame lasting {last:.2f} s")
+
+    def _check(self, tick: int, gap: str) -> None:
+        emitted = tick - self.first
+        ratio = self.decoder.max_resample_ratio
+        if emitted > ratio * self.frames:
+            raise ExtractionError(
+                "decode", f"resampling to {float(self.decoder.fps):g} fps would make {emitted} "
+                f"frames from {self.frames} decoded, because of {gap}: over "
+                f"max_resample_ratio={ratio:g} frames per decoded frame (raise it, or null for "
+                "no limit, to resample such a video anyway)")

@@ -4,23 +4,57 @@ Every file (features, the downloaded weights, a kept resampled video, manifests)
 under a temporary name in its target folder (``.<name>.<random>.tmp``), flushed, fsynced and
 renamed over the final name, so a reader (or a rerun after ``kill -9``) sees the old file, no
 file, or the whole new one.  ``find_temporaries`` finds what killed runs left behind.
+
+A file name has at most ``NAME_MAX`` (255) bytes.  ``fit_name`` shortens a longer name to a
+prefix and a hash of the whole name; temporaries of final names too long to carry whole use
+that form (``temporary_key``), so any legal final name can be written, and its leftovers
+still found.
 """
 import contextlib
+import hashlib
+import logging
 import os
 import secrets
 from typing import Dict, Iterator, List, Sequence
 
+log = logging.getLogger(__name__)
+
 TMP_SUFFIX = ".tmp"
+NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows filesystems)
+_TOKEN_HEX = 8
+_TMP_EXTRA = len(".") + len(".") + _TOKEN_HEX + len(TMP_SUFFIX)  # .<name>.<token>.tmp
+_HASH_HEX = 8
+
+
+def fit_name(name: str, limit: int = NAME_MAX) -> str:
+    """``name`` if it has at most ``limit`` bytes; otherwise its longest prefix (whole
+    characters) that leaves room for ``~`` and 8 hex digits of the whole name's SHA-256."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    cut = max(0, limit - 1 - _HASH_HEX)
+    while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+        cut -= 1
+    return os.fsdecode(raw[:cut]) + "~" + hashlib.sha256(raw).hexdigest()[:_HASH_HEX]
+
+
+def temporary_key(path: str) -> str:
+    """What ``target_of`` gives for the temporaries of ``path``: ``path`` itself, or, for a
+    name too long to fit in a temporary's name, ``path`` with its name ``fit_name``-shortened."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, fit_name(name, NAME_MAX - _TMP_EXTRA))
 
 
 def temporary_name(path: str) -> str:
-    """A fresh temporary name beside ``path``: ``.<name>.<8 hex digits>.tmp``."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    """A fresh temporary name beside ``path``: ``.<name>.<8 hex digits>.tmp`` (at most
+    ``NAME_MAX`` bytes for any legal name: a long name is shortened, see ``temporary_key``)."""
+    folder, name = os.path.split(temporary_key(path))
+    return os.path.join(folder, f".{name}.{secrets.token_hex(_TOKEN_HEX // 2)}{TMP_SUFFIX}")
 
 
 def target_of(temporary: str) -> str:
-    """The final path a temporary made by ``temporary_name`` stands for ('' if it is none)."""
+    """The final path a temporary made by ``temporary_name`` stands for ('' if it is none);
+    for a long final name, its ``temporary_key``."""
     folder, name = os.path.split(temporary)
     if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
         return ""
@@ -62,8 +96,13 @@ class AtomicFile:
         os.replace(self.tmp, self.path)
 
     def discard(self) -> None:
+        """Remove the temporary (a no-op once committed).  Never raises for the data thrown
+        away: closing flushes it, which fails on a full disk."""
         if not self.file.closed:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                log.debug("closing the abandoned %s failed", self.tmp, exc_info=True)
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.tmp)
 
@@ -113,7 +152,8 @@ def write_bytes(path: str, data: bytes) -> None:
 
 
 def find_temporaries(root: str) -> Dict[str, List[str]]:
-    """Temporaries left under ``root`` by killed runs, by the final path they were for.
+    """Temporaries left under ``root`` by killed runs, by the final path they were for
+    (its ``temporary_key``).
 
     Scans the tree once (cheap even for 10^5 outputs); ``remove_temporaries`` then deletes
     those of the outputs this process owns, never another shard's files in flight.
@@ -133,6 +173,6 @@ def find_temporaries(root: str) -> Dict[str, List[str]]:
 def remove_temporaries(finals: Sequence[str], temporaries: Dict[str, List[str]]) -> None:
     """Delete the leftover temporaries of these final paths (see ``find_temporaries``)."""
     for path in finals:
-        for tmp in temporaries.pop(path, ()):
+        for tmp in temporaries.pop(temporary_key(path), ()):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)

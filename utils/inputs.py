@@ -1,8 +1,9 @@
 """Gather the input paths and take this process's shard of them."""
+import itertools
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.utils import to_absolute_path
 
@@ -10,6 +11,10 @@ from utils.errors import InputError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# A list file is read whole before the run starts: these bound what it can cost.
+MAX_LIST_LINE_BYTES = 64 * 2**10    # a path (4096 bytes at most on Linux) or a JSON record
+MAX_LIST_FILE_BYTES = 512 * 2**20   # about 5 million paths of 100 bytes
 
 
 def absolute_path(path: str) -> str:
@@ -33,18 +38,74 @@ def _list_entry(line: str) -> str:
     return line
 
 
+def _list_lines(f, name: str) -> Iterator[Tuple[int, bytes]]:
+    """``(number, line)`` of a binary list file, without line endings, within the limits."""
+    size = os.fstat(f.fileno()).st_size  # 0 for pipes and devices: counted as read below
+    if size > MAX_LIST_FILE_BYTES:
+        raise InputError(f"file_with_video_paths: {name} is larger than "
+                         f"{MAX_LIST_FILE_BYTES // 2**20} MiB ({size} bytes); expected a list of "
+                         "paths, one a line (split a longer list into several)")
+    total = 0
+    number = 0
+    rest = b""  # the line still unfinished at the end of the last block
+    while True:
+        block = f.read(2**20)
+        total += len(block)
+        if total > MAX_LIST_FILE_BYTES:
+            raise InputError(f"file_with_video_paths: {name} is larger than "
+                             f"{MAX_LIST_FILE_BYTES // 2**20} MiB; expected a list of paths, "
+                             "one a line (split a longer list into several)")
+        data = rest + block
+        if data.isspace():  # only blank lines (a flood of newlines): counted, not split
+            number += data.count(b"\n")
+            rest = b""
+            continue
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if not block and rest:  # the last line needs no line ending
+            lines.append(rest)
+        # empty lines are skipped at C speed
+        for at, line in itertools.compress(enumerate(lines, number + 1), lines):
+            line = line[:-1] if line.endswith(b"\r") else line
+            if len(line) > MAX_LIST_LINE_BYTES:
+                raise _line_too_long(name, at)
+            yield at, line
+        number += len(lines)
+        if not block:
+            return
+        if len(rest) > MAX_LIST_LINE_BYTES + 1:  # + the CR of a CR LF
+            raise _line_too_long(name, number + 1)
+
+
+def _line_too_long(name: str, number: int) -> InputError:
+    return InputError(f"file_with_video_paths: line {number} of {name} is longer than "
+                      f"{MAX_LIST_LINE_BYTES} bytes; expected one path a line")
+
+
 def read_list_file(file_with_video_paths: str) -> List[str]:
-    """The paths of a list file: one a line, blank lines ignored, JSON-lines records accepted."""
-    list_file = absolute_path(file_with_video_paths)
+    """The paths of a list file: one a line, blank lines ignored, JSON-lines records accepted.
+
+    Only the line ending (LF or CR LF) is removed: spaces, leading or trailing, are part of
+    the path.  A line over ``MAX_LIST_LINE_BYTES`` or a file over ``MAX_LIST_FILE_BYTES``
+    (``/dev/zero``, a video given by mistake) is an ``InputError``, raised having read no
+    more than about the limit.
+    """
+    name = file_with_video_paths
+    entries: List[str] = []
     try:
-        with open(list_file, encoding="utf-8") as f:
-            return [_list_entry(line.strip()) for line in f if line.strip()]
+        with open(absolute_path(file_with_video_paths), "rb") as f:
+            for number, line in _list_lines(f, name):
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"file_with_video_paths: {name} is not UTF-8 text (line "
+                                     f"{number}); expected one path a line") from None
+                if text.strip():
+                    entries.append(_list_entry(text))
     except OSError as e:
-        raise InputError(f"file_with_video_paths: cannot read {file_with_video_paths} "
+        raise InputError(f"file_with_video_paths: cannot read {name} "
                          f"({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"file_with_video_paths: {file_with_video_paths} is not UTF-8 text; "
-                         "expected one path a line") from None
+    return entries
 
 
 def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> List[str]:

@@ -4,10 +4,13 @@ from typing import Dict, List, Optional, Sequence
 
 from utils.config import FEATURE_TYPES
 from utils.errors import InputError
+from utils.files import NAME_MAX, fit_name
 from utils.inputs import absolute_path
 
 KEYS = FEATURE_TYPES["s3d"].keys  # the default network's
 EXTENSIONS = {"save_numpy": "npy", "save_pickle": "pkl"}
+# the longest "_<key>.<ext>" an output name gets (``_timestamps_ms.npy``: 18 bytes)
+LONGEST_SUFFIX = max(len(f"_{key}.{ext}") for key in KEYS for ext in EXTENSIONS.values())
 
 
 def output_root(output_path: str, feature_type: str) -> str:
@@ -31,14 +34,16 @@ def output_names(paths: List[str], layout: str = "flat",
 
     ``flat``: the file's stem.  ``mirror``: its folders kept, relative to ``input_root``
     (null: from the filesystem root), so a video's outputs land in the same place whichever
-    folder the command runs from and whichever other videos are listed.  Two inputs that would
-    share a name, or an input outside ``input_root``, are an error raised before any work.
+    folder the command runs from and whichever other videos are listed.  A stem too long for
+    its output files' names (over 237 bytes) is shortened to a prefix and a hash of the whole
+    stem (``utils.files.fit_name``).  Two inputs that would share a name, or an input outside
+    ``input_root``, are an error raised before any work.
     """
     names: List[str] = []
     owner: Dict[str, str] = {}
     root = os.path.normpath(absolute_path(input_root)) if input_root else os.sep
     for p in paths:
-        stem = os.path.splitext(os.path.basename(p))[0]
+        stem = fit_name(os.path.splitext(os.path.basename(p))[0], NAME_MAX - LONGEST_SUFFIX)
         if layout == "mirror":
             if os.path.commonpath([p, root]) != root:
                 raise InputError(f"input_root: {p} is not under {root}; set input_root to a "

@@ -8,7 +8,6 @@ for ahead of the network, ``num_workers`` at a time, through bounded queues
 where the time went.  Nothing here knows the network: the extractor consumes the batches.
 """
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple, Type
@@ -21,7 +20,7 @@ from utils.decode import VideoDecoder
 from utils.errors import ExtractionError
 from utils.prefetch import prefetch_jobs
 from utils.stacks import Stack, StackCutter, num_stacks
-from utils.tmp_video import ResampledVideoWriter
+from utils.tmp_video import ResampledVideoWriter, kept_video_path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ class DecodeSettings:
     pin_memory: bool = False           # page-locked batches, for CUDA
     keep_tmp_files: bool = False
     tmp_path: str = "./tmp"
+    max_resample_ratio: Optional[float] = None  # frames resampling may emit per decoded frame
 
 
 @dataclass
@@ -80,17 +80,16 @@ class PipelineStats:
 def _stacks(path: str, settings: DecodeSettings, record: VideoRecord) -> Iterator[Stack]:
     preset = settings.preset()  # one per video: it keeps that video's filter graph
     writer = None
-    with VideoDecoder(path, settings.extraction_fps) as decoder:
+    with VideoDecoder(path, settings.extraction_fps, settings.max_resample_ratio) as decoder:
         record.fps = decoder.output_fps
         duration = decoder.container.duration
         if duration and record.fps:
             record.expected_stacks = num_stacks(int(duration / 1e6 * record.fps),
                                                 settings.stack_size, settings.step_size)
         if settings.keep_tmp_files:
-            stem = os.path.splitext(os.path.basename(path))[0]
             rate = decoder.fps or decoder.average_fps
-            writer = ResampledVideoWriter(
-                os.path.join(settings.tmp_path, f"{stem}_{float(rate):g}fps.mp4"), rate)
+            writer = ResampledVideoWriter(kept_video_path(settings.tmp_path, path, rate), rate,
+                                          source=path)
 
         def frames():
             for timed in decoder:

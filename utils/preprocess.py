@@ -15,7 +15,8 @@ import av
 import numpy as np
 import torch
 
-from utils.decode import build_graph, drain
+from utils.decode import build_graph, drain, frame_size_problem
+from utils.errors import ExtractionError
 
 CROP = 224
 
@@ -25,6 +26,16 @@ def resized_size(width: int, height: int, short: int = CROP) -> Tuple[int, int]:
     if width <= height:
         return short, height * short // width
     return width * short // height, short
+
+
+def checked_resized_size(width: int, height: int) -> Tuple[int, int]:
+    """``resized_size``, or a ``decode`` failure when that frame would be over the size limit
+    (an extreme aspect ratio: 16384x2 would become 1835008x224, 1.2 GB of RGB)."""
+    w, h = resized_size(width, height)
+    problem = frame_size_problem(w, h, what=f"frames of {width}x{height} resized to")
+    if problem:
+        raise ExtractionError("decode", problem)
+    return w, h
 
 
 def crop_offsets(width: int, height: int, size: int = CROP) -> Tuple[int, int]:
@@ -47,7 +58,8 @@ class FilteredFrames:
     def filters(self, width: int, height: int):
         return [("format", "rgb24")]
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def view(self, frame: av.VideoFrame) -> np.ndarray:
+        """The filtered frame as an array that views the filter's buffer (use it at once)."""
         key = (frame.width, frame.height, frame.format.name)
         if key != self._key:
             self._graph = build_graph(frame, frame.time_base or 1, self.filters(frame.width, frame.height))
@@ -55,7 +67,18 @@ class FilteredFrames:
         _, src, sink = self._graph
         src.push(frame)
         out = list(drain(sink))
+        if not out:  # FFmpeg's filters drop a frame they cannot allocate
+            raise ExtractionError("decode", f"a {frame.width}x{frame.height} frame came out of "
+                                  "the resize filters empty (out of memory?)")
         return out[-1].to_ndarray()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        """The filtered frame as an array that owns its pixels.
+
+        ``to_ndarray()`` views the filtered frame's buffer: after a crop, one that holds the
+        whole resized frame (229376x224 for a 16384x16 input).  The copy owns just its pixels,
+        so a stack holds ``stack_size`` crops, not ``stack_size`` resized frames."""
+        return self.view(frame).copy()
 
 
 class KyleminFrames(FilteredFrames):
@@ -64,7 +87,7 @@ class KyleminFrames(FilteredFrames):
     name = "kylemin"
 
     def filters(self, width: int, height: int):
-        w, h = resized_size(width, height)
+        w, h = checked_resized_size(width, height)
         x, y = crop_offsets(w, h)
         return [("scale", f"{w}:{h}:flags=bilinear"), ("format", "rgb24"),
                 ("crop", f"{CROP}:{CROP}:{x}:{y}")]
@@ -84,7 +107,8 @@ class VideoFeaturesFrames:
         self._rgb = FilteredFrames()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        rgb = self._rgb(frame)
+        checked_resized_size(frame.width, frame.height)  # before any full-size float copy
+        rgb = self._rgb.view(frame)  # full size: converted to float at once, not kept
         return resize_crop_float(torch.from_numpy(rgb)).numpy()
 
     @staticmethod

@@ -93,7 +93,7 @@ class ExtractS3D:
             stack_size=options.stack_size, step_size=options.step_size,
             extraction_fps=options.extraction_fps, preset=preset, batch_size=self.batch_size,
             pin_memory=self.device.type == "cuda", keep_tmp_files=options.keep_tmp_files,
-            tmp_path=options.tmp_path)
+            tmp_path=options.tmp_path, max_resample_ratio=options.max_resample_ratio)
         if model is None:
             model = S3D()
             self.weights_path = load_weights(model, options.weights_path)
