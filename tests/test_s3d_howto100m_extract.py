@@ -9,6 +9,7 @@ stored video embeddings with the port's own text embedding of the query.
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -83,7 +84,7 @@ def test_frames_equal_the_ffmpeg_cli(clip, name, kwargs):
     assert np.array_equal(ours, cli)
     x = preset_type.to_input(torch.from_numpy(ours))
     assert x.dtype == torch.float32
-    assert torch.equal(x, torch.from_numpy(cli).to(torch.float32) / 255)  # [0, 1], not [-1, 1]
+    assert torch.equal(x, torch.from_numpy(cli.copy()).to(torch.float32) / 255)  # [0, 1]
 
 
 # --------------------------------------------------------------------------- features
@@ -284,3 +285,26 @@ def test_manifest_lists_the_failed_video_but_search_ignores_it(extracted):
     assert [r["status"] for r in records] == ["done", "done", "failed"]
     videos = list(search_module.indexed_videos(str(extracted["npy"] / "s3d_howto100m")))
     assert [v.path for v in videos] == extracted["videos"][:2]
+
+
+def test_search_takes_each_videos_latest_record(tmp_path, extracted, caplog):
+    """A video done in an earlier run (shard 0 of 2) whose latest record (a later run) failed
+    is not searched, though its old files are still there; a relative output path is read
+    from the manifest's folder."""
+    folder = extracted["npy"] / "s3d_howto100m"
+    done = read_jsonl(str(folder / "manifest-0-of-1.jsonl"))[:2]
+    shutil.copy(folder / "land_video_embedding.npy", tmp_path / "land_video_embedding.npy")
+    shutil.copy(folder / "land_timestamps_ms.npy", tmp_path / "land_timestamps_ms.npy")
+    done[0]["outputs"] = {"video_embedding": "land_video_embedding.npy",
+                          "timestamps_ms": "land_timestamps_ms.npy"}
+    older, newer = tmp_path / "manifest-0-of-2.jsonl", tmp_path / "manifest-0-of-1.jsonl"
+    older.write_text("".join(json.dumps(r) + "\n" for r in done))
+    newer.write_text(json.dumps({"path": done[1]["path"], "status": "failed", "stage": "decode",
+                                 "message": "x"}) + "\n")
+    os.utime(older, (1, 1))  # older by modification time
+    with caplog.at_level(logging.WARNING):
+        videos = list(search_module.indexed_videos(str(tmp_path)))
+    assert [v.path for v in videos] == [done[0]["path"]]
+    assert caplog.records == []  # a failed video was reported by its run: no warning here
+    np.testing.assert_array_equal(videos[0].embedding,
+                                  np.load(folder / "land_video_embedding.npy"))

@@ -315,3 +315,37 @@ def test_cli_odd_stack_size_is_one_error_line(tmp_path):
         "error: stack_size: 31 is odd; s3d_howto100m's space-to-depth stem takes frames in "
         "pairs: expected an even integer >= 2"]
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- options
+
+@pytest.mark.parametrize("overrides,message", [
+    (["dict_path=s3d_dict.npy"],
+     "dict_path: s3d reads no word list; expected null (dict_path is for s3d_howto100m)"),
+    (["feature_type=s3d_howto100m", "show_pred=true"],
+     "show_pred: s3d_howto100m has no classes to show; expected false (search its outputs by "
+     "text: python -m models.s3d_howto100m.search)"),
+    (["feature_type=s3d_howto100m", "preprocess=imagenet"],
+     "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features, howto100m]"),
+])
+def test_options_that_do_not_fit_the_network_are_one_line(overrides, message):
+    from utils.cli import preflight
+
+    assert preflight(["video_paths=a.mp4", *overrides]) == message
+
+
+def test_network_defaults_on_the_command_line():
+    from omegaconf import OmegaConf
+
+    from utils.cli import compose_config
+
+    cfg = OmegaConf.to_object(compose_config(["feature_type=s3d_howto100m", "video_paths=a.mp4"]))
+    assert (cfg.stack_size, cfg.step_size, cfg.extraction_fps) == (32, 32, 10.0)
+    assert (cfg.preprocess.value, cfg.weights_path, cfg.dict_path) == ("howto100m", None, None)
+    assert preflight_ok(["feature_type=s3d_howto100m", "video_paths=a.mp4", "stack_size=2"])
+
+
+def preflight_ok(overrides) -> bool:
+    from utils.cli import preflight
+
+    return preflight(overrides) is None
