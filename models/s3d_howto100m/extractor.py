@@ -49,7 +49,7 @@ class ExtractS3DHowTo100M(ExtractS3D):
         if options is None:
             kwargs.setdefault("feature_type", FEATURE_TYPE)
         self.weights_sha256 = self.weights_source = None
-        self.dict_sha256 = self.dict_source = None
+        self.dict_path = self.dict_sha256 = self.dict_source = None
         super().__init__(options, model=model, **kwargs)
         self.labels = []  # no classes: show_pred is refused for this network (utils.config)
 

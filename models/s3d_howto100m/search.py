@@ -32,6 +32,8 @@ import numpy as np
 
 from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
 from models.s3d_howto100m.network import EMBEDDING_DIM
+from models.s3d_howto100m.weights import load_text_encoder
+from utils.console import setup_logging
 from utils.errors import WeightsError, one_line
 from utils.manifests import find_manifests, read_records
 from utils.safe_pickle import restricted_load
@@ -173,8 +175,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top_k: {args.top_k} is not allowed; expected an integer >= 1")
-    from utils.console import setup_logging
-
     setup_logging(args.debug)
 
     folder = feature_folder(args.output_path)
@@ -183,8 +183,6 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy "
               "or save_pickle)", file=sys.stderr)
         return 2
-    from models.s3d_howto100m.weights import load_text_encoder
-
     try:
         encoder, _, _ = load_text_encoder(args.weights_path, args.dict_path)
     except WeightsError as e:

@@ -116,7 +116,7 @@ def load_state(state: Dict[str, torch.Tensor], source: str, video: Optional[S3DG
     A side not given is checked on the ``meta`` device (no memory, nothing loaded).  The
     Kinetics-400 S3D's checkpoint is refused with a line that says so.
     """
-    if "base.0.conv_s.weight" in state or "features.0.0.0.weight" in state:
+    if "base.0.conv_s.weight" in state:  # kylemin's layout (models/s3d/network.py)
         raise WeightsError(f"{source}: not {WHAT}: this is the Kinetics-400 S3D's checkpoint "
                            f"(keys base.*); use it with feature_type=s3d")
     state = OrderedDict(state)
