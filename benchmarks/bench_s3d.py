@@ -11,7 +11,9 @@ One process, one run, three parts:
     inference_mode) vs ``compile=true``, each with its largest relative feature error against the baseline;
 (b) end-to-end wall time and peak RSS of the real command line (``python main.py``, in a
     subprocess) on generated 1080p videos of 30 s and 5 min;
-(c) the share of wall time the network sat idle waiting for frames (the CLI's "pipeline:" line).
+(c) the share of wall time the network sat idle waiting for frames (the CLI's "pipeline:" line);
+(d) the other network, ``s3d_howto100m`` (S3D-G, 32-frame stacks), next to ``s3d`` with default
+    options: stacks/s and seconds of video per second, the two timed round-robin.
 
 It prints a Markdown table with ratios and the issue's targets, and writes ``results.json`` in
 the work folder.  Weights are seeded random ones with non-trivial BatchNorm statistics (speed
@@ -84,13 +86,14 @@ def machine() -> str:
 
 
 # -- the machine's ceiling ----------------------------------------------------------------------
-def network_gflop(model) -> float:
-    """GFLOP of one 64x224x224 stack through the network (torch's FLOP counter, 2 per MAC)."""
+def network_gflop(model, frames: int = STACK) -> float:
+    """GFLOP of one stack (``frames`` x 224 x 224) through the network (torch's FLOP counter,
+    2 per MAC)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:  # on the meta device: counts, computes nothing
-        copy.deepcopy(model).to("meta").eval()(torch.zeros(1, 3, STACK, 224, 224, device="meta"))
+        copy.deepcopy(model).to("meta").eval()(torch.zeros(1, 3, frames, 224, 224, device="meta"))
     return counter.get_total_flops() / 1e9
 
 
@@ -208,6 +211,43 @@ def network_part(args, model) -> List[Dict]:
     for row in out:
         row.pop("features")
     return out
+
+
+# -- (d) the other network ----------------------------------------------------------------------
+def networks_part(args, model) -> List[Dict]:
+    """``s3d`` and ``s3d_howto100m`` with default options (their own stack sizes and rates),
+    one stack each per round, alternately, median over ``args.stacks`` rounds."""
+    from models.s3d_howto100m import ExtractS3DHowTo100M
+    from models.s3d_howto100m.random_weights import random_s3dg
+    from utils.config import FEATURE_TYPES
+
+    howto = random_s3dg(0)
+    nets = [("s3d", model, ExtractS3D(model=model, device=args.device, num_workers=0,
+                                      batch_size=1)),
+            ("s3d_howto100m", howto, ExtractS3DHowTo100M(model=howto, device=args.device,
+                                                         num_workers=0, batch_size=1))]
+    gen = torch.Generator().manual_seed(1)
+    rows = []
+    for name, net, extractor in nets:
+        spec = FEATURE_TYPES[name]
+        rows.append({"network": name, "frames": spec.stack_size, "fps": spec.extraction_fps,
+                     "gflop_per_stack": network_gflop(net, spec.stack_size), "times": [],
+                     "run": extractor.forward,
+                     "stacks": torch.randint(0, 256, (args.stacks + 1, spec.stack_size, 224, 224, 3),
+                                             dtype=torch.uint8, generator=gen)})
+    for r in range(args.stacks + 1):  # round 0 warms up
+        for row in rows:
+            t0 = time.perf_counter()
+            row["run"](row["stacks"][r:r + 1])
+            if r:
+                row["times"].append(time.perf_counter() - t0)
+    for row in rows:
+        del row["run"], row["stacks"]
+        row["s_per_stack"] = float(np.median(row["times"]))
+        row["stacks_per_s"] = 1.0 / row["s_per_stack"]
+        row["video_s_per_s"] = row["frames"] / row["fps"] * row["stacks_per_s"]
+        log.info("%s: %.3f s per %d-frame stack", row["network"], row["s_per_stack"], row["frames"])
+    return rows
 
 
 # -- (b), (c) the command line -----------------------------------------------------------------
@@ -332,7 +372,8 @@ def cli_part(args, model, net_rows: List[Dict]) -> Dict:
 
 
 # -- the report --------------------------------------------------------------------------------
-def report(args, info: str, net_rows: List[Dict], cli: Optional[Dict], ceil: Dict) -> str:
+def report(args, info: str, net_rows: List[Dict], cli: Optional[Dict], ceil: Dict,
+           networks: Optional[List[Dict]] = None) -> str:
     base_s = next(r for r in net_rows if r.get("key") == "baseline")["s_per_stack"]
     floor_x = base_s / ceil["floor_s_per_stack"]
     lines = [f"Machine: {info}", f"Command: python benchmarks/bench_s3d.py {' '.join(sys.argv[1:])}",
@@ -349,6 +390,16 @@ def report(args, info: str, net_rows: List[Dict], cli: Optional[Dict], ceil: Dic
               f"matmul runs at {ceil['matmul_gflops']:.0f} GFLOP/s here, so a stack whose every "
               f"FLOP ran at matmul speed would take {ceil['floor_s_per_stack']:.2f} s, "
               f"{floor_x:.2f}x the baseline: no variant can beat that by much on this machine."]
+    if networks:
+        lines += ["", "(d) The two networks, default options (their own stacks and rates), "
+                  "batch_size=1, timed alternately; median over rounds", "",
+                  "| network | stack | GFLOP/stack | s/stack | stacks/s | seconds of video per s |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in networks:
+            lines.append(f"| {r['network']} | {r['frames']} frames at {r['fps']:g} fps "
+                         f"({r['frames'] / r['fps']:g} s) | {r['gflop_per_stack']:.1f} | "
+                         f"{r['s_per_stack']:.3f} | {r['stacks_per_s']:.3f} | "
+                         f"{r['video_s_per_s']:.2f} |")
     checks = []
     for key, need in TARGETS.items():
         row = next((r for r in net_rows if r.get("key") == key), None)
@@ -410,6 +461,8 @@ def parse_args(argv=None):
                    help="lengths of the two generated videos (default 30 300; --quick 10 20)")
     p.add_argument("--fps", type=int, default=30, help="frame rate of the generated videos (30)")
     p.add_argument("--skip-compile", action="store_true", help="leave out compile=true")
+    p.add_argument("--skip-howto100m", action="store_true",
+                   help="leave out part (d), s3d_howto100m next to s3d")
     p.add_argument("--skip-cli", action="store_true", help="leave out parts (b) and (c)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "s3d_bench"),
                    help="videos, weights, outputs and results.json (videos are cached here)")
@@ -434,12 +487,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ceil = ceiling(args, model)
     net_rows = network_part(args, model)
+    networks = None if args.skip_howto100m else networks_part(args, model)
     cli = None if args.skip_cli else cli_part(args, model, net_rows)
-    table = report(args, info, net_rows, cli, ceil)
+    table = report(args, info, net_rows, cli, ceil, networks)
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"machine": info, "args": vars(args), "ceiling": ceil, "network": net_rows,
-                   "cli": cli,
+                   "cli": cli, "networks": networks,
                    "total_s": time.perf_counter() - t0}, f, indent=2)
     print(table)
     log.info("benchmark took %.0f s; results in %s", time.perf_counter() - t0,

@@ -5,8 +5,9 @@ from typing import Dict
 def extractor_classes() -> Dict[str, type]:
     """``feature_type`` -> its extractor class (imported on demand: torch is heavy)."""
     from models.s3d import ExtractS3D
+    from models.s3d_howto100m import ExtractS3DHowTo100M
 
-    return {"s3d": ExtractS3D}
+    return {"s3d": ExtractS3D, "s3d_howto100m": ExtractS3DHowTo100M}
 
 
 def build_extractor(cfg):

@@ -13,9 +13,9 @@ BAD = [
     (["video_paths=a.mp4", "stack_size=12"], "stack_size: 12 is below the network's minimum; expected an integer >= 13"),
     (["video_paths=a.mp4", "stack_size=abc"], "stack_size: Value 'abc' of type 'str' could not be converted to Integer"),
     (["video_paths=a.mp4", "step_size=0"], "step_size: 0 is not allowed; expected an integer >= 1"),
-    (["video_paths=a.mp4", "feature_type=i3d"], "feature_type: 'i3d' is not available; expected one of [s3d]"),
+    (["video_paths=a.mp4", "feature_type=i3d"], "feature_type: 'i3d' is not available; expected one of [s3d, s3d_howto100m]"),
     ([], "video_paths: no input given; set video_paths (a path or a list) or file_with_video_paths (a text file, one path a line)"),
-    (["video_paths=a.mp4", "preprocess=imagenet"], "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features]"),
+    (["video_paths=a.mp4", "preprocess=imagenet"], "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features, howto100m]"),
     (["video_paths=a.mp4", "batch_size=0"], "batch_size: 0 is not allowed"),
     (["video_paths=a.mp4", "extraction_fps=-5"], "extraction_fps: -5.0 is not allowed"),
     (["video_paths=a.mp4", "shard=2", "num_shards=2"], "shard: 2 is not allowed; expected 0 <= shard < num_shards=2"),
@@ -81,7 +81,7 @@ SAME = [  # (override, value as the API gets it, expected message)
     ("num_workers=-1", ("num_workers", -1),
      "num_workers: -1 is not allowed; expected an integer >= 0"),
     ("preprocess=imagenet", ("preprocess", "imagenet"),
-     "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features]"),
+     "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features, howto100m]"),
     ("precision=fp8", ("precision", "fp8"),
      "precision: Invalid value 'fp8', expected one of [fp32, fp16, bf16]"),
     ("device=mps", ("device", "mps"),
@@ -156,7 +156,7 @@ def test_help_lists_every_option_with_its_default(tmp_path):
     for f in fields(ExtractionConfig):
         [line] = [ln for ln in lines if ln.split()[:1] == [f.name]]
         assert "(default: " in line and f.metadata["help"] in line, line
-    assert any(ln.split()[:1] == ["stack_size"] and "(default: the network's (s3d: 64))" in ln
+    assert any(ln.split()[:1] == ["stack_size"] and "(default: the network's (s3d: 64, s3d_howto100m: 32))" in ln
                for ln in lines)
     assert os.listdir(tmp_path) == []
 

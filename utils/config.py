@@ -35,6 +35,9 @@ class FeatureType:
     # the per-stack arrays a video gives, (key, width), each (Tv, width) float32; every video
     # also gives "timestamps_ms" (Tv, 2) and "fps".  Outputs go to <output_path>/<name>/.
     features: Tuple[Tuple[str, int], ...] = ()
+    even_stack: bool = False        # stack_size must be even (space-to-depth over time)
+    predicts_classes: bool = True   # has a classification head (show_pred)
+    word_list: bool = False         # reads a word list (dict_path)
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -50,6 +53,14 @@ FEATURE_TYPES: Dict[str, FeatureType] = {
         # with 12 frames the last max-pool leaves one time step and the head's (2, H', W')
         # average pool has nothing to pool (tests/test_network.py checks both)
         min_stack_size=13, features=(("s3d", 1024),)),
+    "s3d_howto100m": FeatureType(
+        "s3d_howto100m", "S3D-G text-video, HowTo100M MIL-NCE (antoine77340/S3D_HowTo100M "
+        "weights): 32-frame stacks at 10 fps, as trained",
+        stack_size=32, step_size=32, extraction_fps=10.0, preprocess="howto100m",
+        # space-to-depth halves T, so stacks are even; 2 frames (T/2 = 1) still pass every
+        # pool (tests/test_s3d_howto100m_network.py checks it)
+        min_stack_size=2, even_stack=True, predicts_classes=False, word_list=True,
+        features=(("s3d_howto100m", 1024), ("video_embedding", 512))),
 }
 
 
@@ -62,6 +73,7 @@ class OnExtraction(str, Enum):
 class Preprocess(str, Enum):
     kylemin = "kylemin"
     video_features = "video_features"
+    howto100m = "howto100m"
 
 
 class Precision(str, Enum):
@@ -100,10 +112,41 @@ def _at_least_zero(value, _) -> Optional[str]:
 
 
 def _check_stack_size(value, options) -> Optional[str]:
-    low = FEATURE_TYPES[options.feature_type].min_stack_size
+    spec = FEATURE_TYPES[options.feature_type]
+    low, kind = spec.min_stack_size, "an even integer" if spec.even_stack else "an integer"
+    if spec.even_stack and value % 2:
+        return (f"{value} is odd; {spec.name}'s space-to-depth stem takes frames in pairs: "
+                f"expected {kind} >= {low}")
     if value < low:
-        return f"{value} is below the network's minimum; expected an integer >= {low}"
+        return f"{value} is below the network's minimum; expected {kind} >= {low}"
     return None
+
+
+def _check_dict_path(value, options) -> Optional[str]:
+    if value and not FEATURE_TYPES[options.feature_type].word_list:
+        readers = ", ".join(n for n, s in FEATURE_TYPES.items() if s.word_list)
+        return (f"{options.feature_type} reads no word list; expected null (dict_path is for "
+                f"{readers})")
+    return None
+
+
+def _check_show_pred(value, options) -> Optional[str]:
+    if value and not FEATURE_TYPES[options.feature_type].predicts_classes:
+        return (f"{options.feature_type} has no classes to show; expected false (search its "
+                "outputs by text: python -m models.s3d_howto100m.search)")
+    return None
+
+
+def _per_network(name: str) -> str:
+    """How ``--help`` shows a per-network default: ``the network's (s3d: 64, ...)``."""
+    values = ", ".join(f"{n}: {getattr(s, name):g}" if isinstance(getattr(s, name), float)
+                       else f"{n}: {getattr(s, name)}" for n, s in FEATURE_TYPES.items())
+    return f"the network's ({values})"
+
+
+def _minimums() -> str:
+    return ", ".join(f"{s.min_stack_size} for {n}" + (" (even)" if s.even_stack else "")
+                     for n, s in FEATURE_TYPES.items())
 
 
 def _check_fps(value, _) -> Optional[str]:
@@ -240,22 +283,26 @@ class ExtractorOptions(_Validated):
     feature_type: str = option("s3d", "the network: " + ", ".join(FEATURE_TYPES),
                                _check_feature_type)
     stack_size: int = option(NETWORK_DEFAULT, "frames per feature window (the network's minimum: "
-                                       "13 for s3d)", _check_stack_size,
-                                       shown="the network's (s3d: 64)")
+                                       f"{_minimums()})", _check_stack_size,
+                                       shown=_per_network("stack_size"))
     step_size: int = option(NETWORK_DEFAULT, "frames between window starts", _int_at_least(1),
-                                      shown="the network's (s3d: 64)")
+                                      shown=_per_network("step_size"))
     extraction_fps: Optional[float] = option(NETWORK_DEFAULT, "resample to this frame rate first (FFmpeg's fps "
                                  "filter); null keeps every decoded frame", _check_fps,
-                                 shown="the network's (s3d: 25)")
+                                 shown=_per_network("extraction_fps"))
     max_resample_ratio: Optional[float] = option(
         100.0, "with extraction_fps: the most frames resampling may emit per decoded frame "
         "(repeats filling gaps in the timestamps); a video that needs more fails at decode; "
         "null: no limit", _check_ratio)
     preprocess: Preprocess = option(
         NETWORK_DEFAULT, "kylemin: FFmpeg bilinear resize, pixels in [-1, 1]; video_features: the "
-        "incumbent's torch resize, [0, 1]", shown="the network's (s3d: kylemin)")
+        "incumbent's torch resize, [0, 1]; howto100m: kylemin's resize, [0, 1]",
+        shown=_per_network("preprocess"))
     weights_path: Optional[str] = option(None, "a local checkpoint; null: the default weights, "
                                          "downloaded once into torch's hub cache")
+    dict_path: Optional[str] = option(None, "s3d_howto100m's word list (s3d_dict.npy), a local "
+                                      "file; null: the default, downloaded once into torch's "
+                                      "hub cache", _check_dict_path)
     device: str = option("cuda:0", "torch device: cpu, cuda or cuda:N; without CUDA, the CPU "
                          "(with a warning)", _check_device)
     batch_size: Optional[int] = option(None, "stacks per forward pass; null: 1 on CPU, 8 on CUDA",
@@ -280,14 +327,16 @@ class ExtractionConfig(ExtractorOptions):
         None, "a text file, one path a line (or a failed.jsonl / manifest to retry)")
     on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy) or "
                                          "save_pickle (.pkl)")
-    output_path: str = option("./output", "features go to <output_path>/s3d/<name>_<key>.<ext>")
+    output_path: str = option("./output", "features go to "
+                              "<output_path>/<feature_type>/<name>_<key>.<ext>")
     output_layout: OutputLayout = option(OutputLayout.flat, "flat (<stem>_<key>) or mirror "
                                          "(the inputs' folders kept, see input_root)")
     input_root: Optional[str] = option(None, "with output_layout=mirror, each input's folders "
                                        "are kept relative to this folder; null: from the "
                                        "filesystem root (/data/a/v.mp4 -> data/a/v)")
     overwrite: bool = option(False, "redo videos whose outputs exist")
-    show_pred: bool = option(False, "print the top-5 Kinetics-400 classes of every stack")
+    show_pred: bool = option(False, "print the top-5 Kinetics-400 classes of every stack (s3d)",
+                             _check_show_pred)
     shard: int = option(0, "this process takes the inputs i with i % num_shards == shard",
                         _check_shard)
     num_shards: int = option(1, "number of shards the input list is split into",

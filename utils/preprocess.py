@@ -1,8 +1,11 @@
-"""Per-frame geometry and pixel scaling: the two presets.
+"""Per-frame geometry and pixel scaling: the presets.
 
 ``kylemin`` (default): FFmpeg's ``scale=W:H:flags=bilinear,format=rgb24,crop=224:224:X:Y``
 on the decoded frame, kept as uint8 until the network input, then scaled to [-1, 1] (the
 range kylemin's Kinetics-400 weights were trained with).
+
+``howto100m``: the ``kylemin`` geometry (the same FFmpeg filters), scaled to [0, 1], the input
+range of the MIL-NCE HowTo100M S3D-G ("normalized to [0, 1]", antoine77340/S3D_HowTo100M).
 
 ``video_features``: the incumbent tool's path, for users who must stay consistent with
 features they already have: rgb24 -> float [0, 1] -> torch bilinear resize with
@@ -98,6 +101,17 @@ class KyleminFrames(FilteredFrames):
         return frames.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
 
 
+class HowTo100MFrames(KyleminFrames):
+    """``kylemin``'s frames (FFmpeg scale, centre crop, uint8), given to the network in [0, 1]."""
+
+    name = "howto100m"
+
+    @staticmethod
+    def to_input(frames: torch.Tensor) -> torch.Tensor:
+        """(..., H, W, 3) uint8 -> float32 in [0, 1]."""
+        return frames.to(torch.float32).div_(255.0)
+
+
 class VideoFeaturesFrames:
     """av.VideoFrame -> (224, 224, 3) float32 in [0, 1], resized as the incumbent tool does."""
 
@@ -132,7 +146,8 @@ def resize_crop_float(rgb: torch.Tensor) -> torch.Tensor:
     return x[0, :, top:top + CROP, left:left + CROP].permute(1, 2, 0).contiguous()
 
 
-PRESETS = {"kylemin": KyleminFrames, "video_features": VideoFeaturesFrames}
+PRESETS = {"kylemin": KyleminFrames, "video_features": VideoFeaturesFrames,
+           "howto100m": HowTo100MFrames}
 
 
 def preset_class(name: str):

@@ -71,16 +71,21 @@ class ExtractS3D:
     lists them), validated as on the command line.  Also: ``model``, an already loaded S3D
     to use instead of ``weights_path`` (not modified); ``fold_bn``; ``prefetch_batches``,
     batches decoded ahead per video.
+
+    Another network's extractor subclasses it with its ``feature_type``, ``load_model`` and
+    ``network_outputs`` (models.s3d_howto100m): the pipeline and batching are shared.
     """
+
+    feature_type = FEATURE_TYPE
 
     def __init__(self, options: Optional[ExtractorOptions] = None, *, model: Optional[S3D] = None,
                  fold_bn: bool = True, prefetch_batches: int = 2, **overrides):
         if options is None or overrides:
             base = extractor_options(options) if options is not None else {}
             options = ExtractorOptions(**{**base, **overrides})
-        if options.feature_type != FEATURE_TYPE:
-            raise ValueError(f"feature_type: ExtractS3D extracts {FEATURE_TYPE!r}, "
-                             f"not {options.feature_type!r}")
+        if options.feature_type != self.feature_type:
+            raise ValueError(f"feature_type: {type(self).__name__} extracts "
+                             f"{self.feature_type!r}, not {options.feature_type!r}")
         self.options = options
         self.device = resolve_device(options.device)
         self.precision = resolve_precision(options.precision, self.device)
@@ -95,10 +100,7 @@ class ExtractS3D:
             pin_memory=self.device.type == "cuda", keep_tmp_files=options.keep_tmp_files,
             tmp_path=options.tmp_path, max_resample_ratio=options.max_resample_ratio)
         if model is None:
-            model = S3D()
-            self.weights_path = load_weights(model, options.weights_path)
-            self.weights = {"source": options.weights_path or DEFAULT_URL,
-                            "sha256": file_sha256(self.weights_path)}
+            model = self.load_model(options)  # sets self.weights (source, sha256)
         else:
             self.weights_path = None
             self.weights = {"source": "a model object passed to ExtractS3D",
@@ -110,6 +112,23 @@ class ExtractS3D:
         self._plan: Optional[Plan] = None
         self.labels = kinetics400_labels()
         self.stats = PipelineStats()
+
+    def load_model(self, options: ExtractorOptions) -> torch.nn.Module:
+        """The network with the weights of ``options.weights_path`` (or the default ones)."""
+        model = S3D()
+        self.weights_path = load_weights(model, options.weights_path)
+        self.weights = {"source": options.weights_path or DEFAULT_URL,
+                        "sha256": file_sha256(self.weights_path)}
+        return model
+
+    def network_outputs(self, features: torch.Tensor, second: torch.Tensor,
+                        with_logits: bool) -> Dict[str, np.ndarray]:
+        """A video's arrays from the network's two outputs (all its stacks): here the
+        features and, ``with_logits``, the Kinetics-400 logits."""
+        out = {self.feature_type: features.numpy().astype(np.float32, copy=False)}
+        if with_logits:
+            out["logits"] = second.numpy()
+        return out
 
     @classmethod
     def from_config(cls, cfg, **kwargs) -> "ExtractS3D":
@@ -129,7 +148,7 @@ class ExtractS3D:
     # -- API ------------------------------------------------------------------------------
     def _consume(self, batches: Iterator[Batch], record: VideoRecord, with_logits: bool,
                  stats: PipelineStats, progress: RunProgress) -> Dict[str, np.ndarray]:
-        feats, logits, spans = [], [], []
+        feats, others, spans = [], [], []
         while True:
             t0 = time.perf_counter()
             try:
@@ -144,17 +163,12 @@ class ExtractS3D:
             stats.forward_s += t2 - t1
             stats.stacks += len(batch.start_ms)
             feats.append(f)
-            if with_logits:
-                logits.append(lg)
+            others.append(lg)
             spans.extend(zip(batch.start_ms, batch.end_ms))
             progress.stacks_done(len(batch.start_ms), record.expected_stacks)
-        out = {
-            FEATURE_TYPE: torch.cat(feats).numpy().astype(np.float32, copy=False),
-            "timestamps_ms": np.asarray(spans, dtype=np.float64).reshape(-1, 2),
-            "fps": np.float64(record.fps if record.fps is not None else np.nan),
-        }
-        if with_logits:
-            out["logits"] = torch.cat(logits).numpy()
+        out = self.network_outputs(torch.cat(feats), torch.cat(others), with_logits)
+        out["timestamps_ms"] = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+        out["fps"] = np.float64(record.fps if record.fps is not None else np.nan)
         return out
 
     @contextlib.contextmanager

@@ -55,24 +55,29 @@ def default_checkpoint_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", DEFAULT_FILENAME)
 
 
-def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
+def download(url: str, dest: str, sha1: Optional[str], timeout: float = 60.0, *,
+             what: str = "the default S3D weights", option: str = "weights_path") -> str:
     """Fetch ``url`` to ``dest`` unless a verified copy is there; verify its git blob SHA-1.
 
     The file is written through ``utils.files.AtomicFile`` and renamed into place only once
     verified, so a failed or interrupted download never leaves a file that looks done.
+    ``sha1=None``: no published checksum to check (a file already at ``dest`` is taken as it
+    is: only whole downloads get there).  ``what`` and ``option`` name the file and the
+    option that replaces it in the messages.
     """
     if os.path.isfile(dest):
-        if git_blob_sha1(dest) == sha1:
+        if sha1 is None or git_blob_sha1(dest) == sha1:
             return dest
         log.warning("%s: checksum mismatch, downloading it again", dest)
-    advice = (f"without network, get {DEFAULT_FILENAME} elsewhere and pass "
-              f"weights_path=/path/to/it")
+    filename = os.path.basename(dest)
+    advice = (f"without network, get {filename} elsewhere and pass "
+              f"{option}=/path/to/it")
     try:
         out = AtomicFile(dest)
     except OSError as e:  # e.g. a read-only TORCH_HOME on a cluster node
-        raise WeightsError(f"cannot write the default S3D weights to {os.path.dirname(dest)} "
+        raise WeightsError(f"cannot write {what} to {os.path.dirname(dest)} "
                            f"({one_line(e.strerror or e, 200)}); set TORCH_HOME to a writable "
-                           f"folder or pass weights_path=/path/to/{DEFAULT_FILENAME}") from None
+                           f"folder or pass {option}=/path/to/{filename}") from None
     try:
         log.info("downloading %s to %s", url, dest)
         try:
@@ -88,15 +93,15 @@ def download(url: str, dest: str, sha1: str, timeout: float = 60.0) -> str:
                 reason = f"HTTP {e.code} {one_line(e.reason, 200)}"
             else:
                 reason = one_line(getattr(e, "reason", None) or e, 200)
-            raise WeightsError(f"cannot download the default S3D weights from {url} ({reason}); "
+            raise WeightsError(f"cannot download {what} from {url} ({reason}); "
                                f"{advice}") from None
         # http.client (Python 3.11) ends a body the server cut short without an error,
         # so compare the bytes received with the announced length.
         if announced is not None and announced.isdigit() and received != int(announced):
-            raise WeightsError(f"cannot download the default S3D weights from {url} (the "
+            raise WeightsError(f"cannot download {what} from {url} (the "
                                f"connection closed after {received} of {announced} bytes); "
                                f"{advice}")
-        got = git_blob_sha1(out.tmp)
+        got = git_blob_sha1(out.tmp) if sha1 is not None else None
         if got != sha1:
             raise WeightsError(f"downloaded {url} but its git blob SHA-1 is {got}, expected "
                                f"{sha1}; the file was discarded, {dest} not written")
@@ -175,8 +180,10 @@ def _preview(keys) -> str:
     return ", ".join(keys[:3]) + more
 
 
-def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
-    """Strictly copy ``state`` into ``model``; name every missing, unexpected or mis-shaped key."""
+def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
+              what: str = "an S3D Kinetics-400 checkpoint") -> None:
+    """Strictly copy ``state`` into ``model``; name every missing, unexpected or mis-shaped key
+    (``what`` the file should have been, in the message)."""
     expected = model.state_dict()
     missing = expected.keys() - state.keys()
     unexpected = state.keys() - expected.keys()
@@ -192,7 +199,7 @@ def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> 
         problems.append(f"{len(shapes)} wrong shape(s) (file vs model): "
                         f"{'; '.join(shapes[:3])}{more}")
     if problems:
-        raise WeightsError(f"{source}: not an S3D Kinetics-400 checkpoint: {'; '.join(problems)}")
+        raise WeightsError(f"{source}: not {what}: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
 
 

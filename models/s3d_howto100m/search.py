@@ -1,0 +1,221 @@
+"""Search extracted videos by text: rank every stack by its similarity to a query.
+
+    python -m models.s3d_howto100m.search OUTPUT_PATH "cut tomato" [--top_k 10] [--json]
+                                          [--weights_path s3d_howto100m.pth] [--dict_path s3d_dict.npy]
+
+OUTPUT_PATH is the ``output_path`` of a saving run with ``feature_type=s3d_howto100m`` (or its
+``s3d_howto100m`` folder).  The run's manifests (``manifest-<i>-of-<K>.jsonl``: one JSON line
+per video with its ``path``, ``status`` and ``outputs`` {key: file}) say which videos are
+done and where their files are; each video's ``video_embedding`` (Tv x 512) and
+``timestamps_ms`` (Tv x 2) are read, the query is embedded by the model's text encoder (the
+same checkpoint and word list as the extraction: ``--weights_path`` / ``--dict_path``, or the
+default files), and every stack's score is the dot product of its video embedding with the
+query's.  The ``top_k`` best stacks of all videos are printed, best first: score, start-end
+seconds, video (``--json``: one JSON object per line, ``path``, ``start_ms``, ``end_ms``,
+``score``).
+
+Outputs are read through ``read_output(path)`` alone, one reader per file format
+(``READERS``); ``.pkl`` files are unpickled with ``utils.safe_pickle`` (numpy arrays only,
+never code).  A video whose files are missing or unreadable is skipped with a warning.
+Exit status: 0 with results, 2 when nothing can be searched (no manifest, no readable
+output) or the model's files cannot be loaded.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
+from models.s3d_howto100m.network import EMBEDDING_DIM
+from models.s3d_howto100m.weights import load_text_encoder
+from utils.console import setup_logging
+from utils.errors import WeightsError, one_line
+from utils.manifests import find_manifests, read_records
+from utils.safe_pickle import restricted_load
+
+log = logging.getLogger(__name__)
+
+SEARCHABLE = ("done", "skipped")  # manifest statuses whose outputs are complete
+
+
+def _read_npy(path: str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _read_pkl(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        return np.asarray(restricted_load(f))
+
+
+READERS: Dict[str, Callable[[str], np.ndarray]] = {".npy": _read_npy, ".pkl": _read_pkl}
+
+
+def read_output(path: str) -> np.ndarray:
+    """One output file's array, whatever format the tool wrote it in (``READERS``)."""
+    ext = os.path.splitext(path)[1]
+    reader = READERS.get(ext)
+    if reader is None:
+        raise ValueError(f"no reader for {ext or 'files without an extension'} outputs "
+                         f"(known: {', '.join(READERS)})")
+    return reader(path)
+
+
+def feature_folder(output_path: str) -> str:
+    """``<output_path>/s3d_howto100m`` if there is one, else ``output_path`` itself."""
+    sub = os.path.join(output_path, FEATURE_TYPE)
+    return sub if os.path.isdir(sub) else output_path
+
+
+@dataclass
+class Video:
+    path: str
+    embedding: np.ndarray      # (Tv, 512)
+    timestamps_ms: np.ndarray  # (Tv, 2)
+
+
+@dataclass
+class Hit:
+    path: str
+    start_ms: float
+    end_ms: float
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "start_ms": self.start_ms, "end_ms": self.end_ms,
+                "score": self.score}
+
+
+def latest_records(folder: str) -> Dict[str, dict]:
+    """Each video's latest manifest record (manifests oldest first, later lines win)."""
+    records: Dict[str, dict] = {}
+    for manifest in find_manifests(folder):
+        for record in read_records(manifest.path):
+            records[record["path"]] = record
+    return records
+
+
+def _video(folder: str, record: dict) -> Video:
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict) or EMBEDDING_KEY not in outputs \
+            or "timestamps_ms" not in outputs:
+        raise ValueError(f"its manifest record names no {EMBEDDING_KEY} and timestamps_ms "
+                         f"files (not an {FEATURE_TYPE} output?)")
+    files = {key: os.path.join(folder, str(outputs[key]))  # relative: to the manifest's folder
+             for key in (EMBEDDING_KEY, "timestamps_ms")}
+    embedding, stamps = (read_output(files[key]) for key in (EMBEDDING_KEY, "timestamps_ms"))
+    if embedding.ndim != 2 or embedding.shape[1] != EMBEDDING_DIM or stamps.ndim != 2 \
+            or stamps.shape != (embedding.shape[0], 2):
+        raise ValueError(f"{EMBEDDING_KEY} {embedding.shape} and timestamps_ms {stamps.shape} "
+                         f"do not fit (expected Tv x {EMBEDDING_DIM} and Tv x 2)")
+    return Video(record["path"], embedding, stamps)
+
+
+def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator[Video]:
+    """Every searchable video of the folder's manifests; unreadable ones are logged (and their
+    paths appended to ``skipped``)."""
+    for path, record in latest_records(folder).items():
+        if record.get("status") not in SEARCHABLE:
+            continue
+        try:
+            yield _video(folder, record)
+        except Exception as e:  # noqa: BLE001 -- a damaged file (any reader's error) skips one video
+            log.warning("%s: skipped: %s", path, one_line(getattr(e, "strerror", None) or e, 300))
+            if skipped is not None:
+                skipped.append(path)
+
+
+def search(videos: Iterator[Video], query: np.ndarray, top_k: int) -> List[Hit]:
+    """The ``top_k`` stacks with the largest dot product with ``query`` (512,), best first
+    (ties: by path, then start).  Memory holds one video and about ``4 top_k`` candidates."""
+    query = np.asarray(query, dtype=np.float64)
+    best: List[Hit] = []
+
+    def order(hit: Hit):
+        return -hit.score, hit.path, hit.start_ms
+
+    for video in videos:
+        scores = video.embedding.astype(np.float64) @ query
+        take = np.argsort(-scores, kind="stable")[:top_k]
+        best.extend(Hit(video.path, float(video.timestamps_ms[i, 0]),
+                        float(video.timestamps_ms[i, 1]), float(scores[i])) for i in take)
+        if len(best) > 4 * top_k:
+            best = sorted(best, key=order)[:top_k]
+    return sorted(best, key=order)[:top_k]
+
+
+def format_hits(hits: List[Hit]) -> str:
+    lines = [f"{'score':>10}  {'start-end (s)':>17}  video"]
+    for hit in hits:
+        span = f"{hit.start_ms / 1000:.2f}-{hit.end_ms / 1000:.2f}"
+        lines.append(f"{hit.score:10.4f}  {span:>17}  {hit.path}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.s3d_howto100m.search",
+        description="Rank the stacks of videos extracted with feature_type=s3d_howto100m by "
+                    "their similarity to a text query.")
+    parser.add_argument("output_path", help="the run's output_path (or its s3d_howto100m folder)")
+    parser.add_argument("query", help='the text to search for, e.g. "cut tomato"')
+    parser.add_argument("--top_k", type=int, default=10, help="how many stacks to list (10)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per hit and line: path, start_ms, end_ms, score")
+    parser.add_argument("--weights_path", default=None,
+                        help="the checkpoint the outputs were extracted with (default: the "
+                             "default s3d_howto100m.pth, downloaded once)")
+    parser.add_argument("--dict_path", default=None,
+                        help="its word list (default: the default s3d_dict.npy, downloaded once)")
+    parser.add_argument("--debug", action="store_true", help="tracebacks, debug logging")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top_k: {args.top_k} is not allowed; expected an integer >= 1")
+    setup_logging(args.debug)
+
+    folder = feature_folder(args.output_path)
+    if not find_manifests(folder):
+        print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} (manifests are "
+              f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy "
+              "or save_pickle)", file=sys.stderr)
+        return 2
+    try:
+        encoder, _, _ = load_text_encoder(args.weights_path, args.dict_path)
+    except WeightsError as e:
+        log.debug("traceback (--debug)", exc_info=True)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if not encoder.vocabulary.known(args.query):
+        log.warning("none of the words of %r is in the word list: it is embedded as an empty "
+                    "sentence", args.query)
+    query = encoder.encode([args.query])[0].numpy()
+    skipped: List[str] = []
+    videos = 0
+
+    def counted(stream):
+        nonlocal videos
+        for video in stream:
+            videos += 1
+            yield video
+
+    hits = search(counted(indexed_videos(folder, skipped)), query, args.top_k)
+    if not videos:
+        print(f"error: no readable {FEATURE_TYPE} outputs listed in the manifests of {folder}"
+              + (f" ({len(skipped)} video(s) skipped)" if skipped else ""), file=sys.stderr)
+        return 2
+    log.info("searched %d video(s)%s", videos,
+             f", skipped {len(skipped)} unreadable" if skipped else "")
+    if args.json:
+        for hit in hits:
+            print(json.dumps(hit.as_dict()))
+    else:
+        print(format_hits(hits))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
