@@ -1,8 +1,8 @@
 """Reading and writing one video's arrays: one ``.npy`` or ``.pkl`` file per key.
 
 Data never runs code: ``.npy`` files load with ``allow_pickle=False``, and ``.pkl`` files
-through ``SafeUnpickler``, which builds numpy arrays, dtypes and plain numbers and refuses
-every other global (a crafted pickle in a shared output folder could otherwise run a shell
+through ``utils.safe_pickle`` (numpy's array-building names only), then must be an array or a
+number; every other global is refused (a crafted pickle in a shared output folder could otherwise run a shell
 command on the next rerun).
 """
 import io
@@ -12,31 +12,20 @@ from typing import Dict
 import numpy as np
 
 from utils.files import atomic_write_all
-
-# The globals numpy's own pickles of arrays and scalars use (numpy 1.x: numpy.core, 2.x: numpy._core).
-# ``_codecs.encode`` is how protocol 2 writes bytes (text codecs only; it runs nothing).
-_ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("_codecs", "encode")} | {
-    (f"numpy.{core}.{module}", name)
-    for core in ("core", "_core")
-    for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
-                         ("numeric", "_frombuffer"))}
-
+from utils.safe_pickle import UnsafePickleError, restricted_load
 
 class UnsafePickle(pickle.UnpicklingError):
-    """A pickle that asks for something other than numpy arrays, dtypes and numbers."""
-
-
-class SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED:
-            raise UnsafePickle(f"refused to load {module}.{name}: only numpy arrays and "
-                               "numbers are read from pickles")
-        return super().find_class(module, name)
+    """An output pickle that holds something other than a numpy array or a number."""
 
 
 def safe_pickle_load(f) -> object:
-    """A numpy array, numpy scalar or plain number from a pickle stream, or ``UnsafePickle``."""
-    value = SafeUnpickler(f).load()
+    """A numpy array, numpy scalar or plain number from a pickle stream (through
+    ``utils.safe_pickle.restricted_load``: nothing in the file runs), or ``UnsafePickle``."""
+    try:
+        value = restricted_load(f)
+    except UnsafePickleError as e:
+        raise UnsafePickle(f"refused to load {e.module}.{e.name}: only numpy arrays and "
+                           "numbers are read from pickles") from None
     if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.hasobject:
             raise UnsafePickle("refused an array of Python objects")
