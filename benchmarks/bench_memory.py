@@ -32,6 +32,8 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO]
 
+from measure import vm_hwm  # noqa: E402 -- benchmarks/measure.py
+
 from utils.files import write_bytes  # noqa: E402 -- light: no torch in this process
 
 MAIN = os.path.join(REPO, "main.py")
@@ -108,17 +110,6 @@ def make_weights(workdir: str) -> str:
     return path
 
 
-def _vm_hwm(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def run_cli(videos: List[str], extra: List[str], weights: str, workdir: str) -> Dict:
     """``python main.py`` on ``videos``: exit status, wall time, peak RSS, the failures."""
     out = os.path.join(workdir, "out")
@@ -135,7 +126,7 @@ def run_cli(videos: List[str], extra: List[str], weights: str, workdir: str) -> 
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            hwm = max(hwm, _vm_hwm(proc.pid) or 0)
+            hwm = max(hwm, vm_hwm(proc.pid) or 0)
             time.sleep(0.05)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)

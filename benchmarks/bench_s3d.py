@@ -38,10 +38,13 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO]
 
+from measure import vm_hwm  # noqa: E402 -- benchmarks/measure.py
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.s3d import ExtractS3D  # noqa: E402
+from utils.pipeline import VideoRecord, video_batches  # noqa: E402
 from utils.preprocess import KyleminFrames  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -270,18 +273,6 @@ def make_video(path: str, seconds: float, size: str, rate: int) -> str:
     return path
 
 
-def _vm_hwm(pid: int) -> Optional[int]:
-    """Peak resident set size of a live process (Linux ``VmHWM``), in bytes."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def peak_rss_of_running(proc: subprocess.Popen) -> int:
     """Wait for ``proc``; return its own peak RSS in bytes.
 
@@ -292,7 +283,7 @@ def peak_rss_of_running(proc: subprocess.Popen) -> int:
     peak = None
     try:
         while proc.poll() is None:
-            hwm = _vm_hwm(proc.pid)
+            hwm = vm_hwm(proc.pid)
             if hwm is not None:
                 peak = hwm if peak is None else max(peak, hwm)
             time.sleep(0.05)
@@ -338,7 +329,8 @@ def decode_only(args, video: str, model) -> Dict:
     extractor = ExtractS3D(model=model, device=args.device, num_workers=0)
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    n = sum(1 for _ in extractor._stacks(video, {}))
+    n = sum(len(batch.start_ms) for batch in video_batches(video, extractor.settings,
+                                                           VideoRecord(video)))
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

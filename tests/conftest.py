@@ -1,4 +1,5 @@
 """Shared fixtures: the sample clip, seeded random S3D weights, and a checkpoint file of them."""
+import logging
 import os
 
 import pytest
@@ -40,3 +41,13 @@ def random_checkpoint(tmp_path_factory, random_model) -> str:
     path = tmp_path_factory.mktemp("weights") / "s3d_random_seed0.pt"
     torch.save(random_model.state_dict(), path)
     return str(path)
+
+
+@pytest.fixture
+def restore_logging():
+    """The command line sets up the root logger (a stderr handler); put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

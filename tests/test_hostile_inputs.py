@@ -279,7 +279,7 @@ def test_list_file_lines_keep_their_spaces(random_checkpoint, tmp_path):
     assert not os.path.exists(clip.rstrip())
     assert list(_manifest(out)) == [clip]
     assert sorted(os.listdir(os.path.join(out, "s3d"))) == sorted(  # ".mp4 " is the extension
-        [f"clip_{k}.npy" for k in KEYS] + ["failed.jsonl", "manifest-0-of-1.jsonl"])
+        [f"clip_{k}.npy" for k in KEYS] + ["failed.jsonl", "manifest-0-of-1.jsonl", "runs"])
 
 
 # -- 7. long names, tmp_path, kept videos ----------------------------------------------------

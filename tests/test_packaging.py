@@ -85,9 +85,10 @@ def _imported_modules(path: str):
 
 
 def _local_modules():
-    """The checkout's own top-level modules (pytest's pythonpath: the root and tests/)."""
+    """The checkout's own top-level modules (pytest's pythonpath: the root and tests/; a
+    benchmark script's own folder, benchmarks/)."""
     local = set()
-    for folder in (REPO, os.path.join(REPO, "tests")):
+    for folder in (REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "benchmarks")):
         for name in os.listdir(folder):
             if name.endswith(".py"):
                 local.add(name[:-3])

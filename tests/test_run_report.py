@@ -1,7 +1,6 @@
 """Issue 4, points 1, 4, 5 and 6: FAILED lines, the summary, exit status, ``failed.jsonl`` and
 retrying from it, name collisions and ``output_layout=mirror``, faults before any video."""
 import json
-import logging
 import os
 import shutil
 import traceback
@@ -39,14 +38,6 @@ def made_text(clips):
 
 
 
-@pytest.fixture
-def restore_logging():
-    """``run_from_hydra`` sets up the root logger as the CLI does; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _error_lines(stderr: str):

@@ -228,14 +228,6 @@ def test_search_prints_a_table_best_first(extracted, capsys, restore_logging):
         assert span == f"{exp['start_ms'] / 1000:.2f}-{exp['end_ms'] / 1000:.2f}"
 
 
-@pytest.fixture
-def restore_logging():
-    """``main`` sets up the command line's logging (a stderr handler on the root logger)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_search_reads_pickles_and_skips_what_it_cannot_read(extracted, monkeypatch, capsys, files,

@@ -12,7 +12,6 @@ files made its features.  Downloads are atomic (``models.s3d.weights.download``)
 the cache is a whole one.  Checkpoints load with ``weights_only=True``, strictly: every key
 of both sides and every shape, or one ``WeightsError`` line.
 """
-import hashlib
 import logging
 import os
 import warnings
@@ -27,6 +26,7 @@ from models.s3d.weights import download, load_into, read_state_dict
 from models.s3d_howto100m.network import S3DG
 from models.s3d_howto100m.text import SentenceEncoder, TextEncoder, Vocabulary
 from models.s3d_howto100m.words import read_word_list
+from utils.provenance import file_sha256
 from utils.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,7 @@ class ModelFile:
 
 
 def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def default_path(filename: str) -> str:
