@@ -392,7 +392,8 @@ def test_kept_videos_of_the_same_stem_are_both_kept_with_the_umask(random_checkp
     out = str(tmp_path / "out")
     kept = tmp_path / "kept"
     proc = run_cli(cli_args(random_checkpoint, out, video_paths=list(clips.values()),
-                            output_layout="mirror", keep_tmp_files="true", tmp_path=str(kept)),
+                            output_layout="mirror", input_root=str(tmp_path),
+                            keep_tmp_files="true", tmp_path=str(kept)),
                    cwd=str(tmp_path), preexec_fn=lambda: os.umask(0o027))
     assert proc.returncode == 0, proc.stderr
     names = sorted(os.listdir(kept))

@@ -147,7 +147,7 @@ def test_cli_outputs_equal_the_api_in_both_formats(extracted):
     folder = extracted["npy"] / "s3d_howto100m"
     names = sorted(os.listdir(folder))
     assert names == sorted([f"{stem}_{key}.npy" for stem in ("land", "tall") for key in KEYS]
-                           + ["failed.jsonl", "manifest-0-of-1.jsonl"])
+                           + ["failed.jsonl", "manifest-0-of-1.jsonl", "runs"])
     for stem in ("land", "tall"):
         for key in KEYS:
             npy = np.load(folder / f"{stem}_{key}.npy", allow_pickle=False)
