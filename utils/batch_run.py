@@ -23,6 +23,7 @@ from utils.files import find_temporaries, remove_temporaries
 from utils.inputs import collect_paths, shard_paths
 from utils.naming import output_files, output_names, output_root
 from utils.resume import outputs_complete
+from utils.lock import shard_lock
 from utils.manifests import latest_records
 from utils.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.run_report import RunReport, failed_name, manifest_name
@@ -117,15 +118,26 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     saving = sink != "print"
     if not hasattr(extractor, "extract"):
         extractor = extractor(cfg)  # weights faults stop the run here
-    if saving:
-        run_id = new_run_id()
-        report = _open_report(cfg, root, started, run_id,
-                              run_record(cfg, run_id, extractor.identity()))
-    else:
-        report = RunReport(started=started)
+    with contextlib.ExitStack() as held:
+        if saving:
+            held.enter_context(shard_lock(root, cfg.shard, cfg.num_shards))
+            run_id = new_run_id()
+            report = _open_report(cfg, root, started, run_id,
+                                  run_record(cfg, run_id, extractor.identity()))
+        else:
+            report = RunReport(started=started)
+        return _videos(cfg, extractor, report, root, mine, len(paths))
+
+
+def _videos(cfg: ExtractionConfig, extractor, report: RunReport, root: str, mine,
+            total: int) -> RunReport:
+    """Skip, extract, write and report each video of this shard (under its lock)."""
+    sink = cfg.on_extraction.value
+    spec = FEATURE_TYPES[cfg.feature_type]
+    saving = sink != "print"
     temporaries = find_temporaries(root) if saving else {}
     log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
-             "" if len(mine) == 1 else "s", len(paths),
+             "" if len(mine) == 1 else "s", total,
              "features to " + root if saving else "printing features", extractor.device)
     progress = ProgressLog(len(mine), cfg.progress_every_s)
     # First the videos already done (skipped), then the list of those to extract, so the
@@ -135,6 +147,10 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
         todo = []
         for path, name in mine:
             files = output_files(root, name, sink, spec.keys)
+            escape = _outside(root, files)
+            if escape:
+                report.add_failed(path, "write", escape)
+                continue
             if saving:
                 remove_temporaries(files.values(), temporaries)  # left by a killed run
                 present = None if cfg.overwrite else outputs_complete(files, spec.features)
@@ -156,6 +172,18 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     progress.update(report, final=True)
     log.info(report.summary())
     return report
+
+
+def _outside(root: str, files: Dict[str, str]) -> str:
+    """Why ``files`` would land outside ``root`` (a folder on the way is a link out of it),
+    or '' when they stay inside."""
+    real_root = os.path.realpath(root)
+    for path in files.values():
+        folder = os.path.realpath(os.path.dirname(path))
+        if os.path.commonpath([folder, real_root]) != real_root:
+            return (f"{os.path.dirname(path)} leads out of output_path (a link to {folder}); "
+                    "nothing is written through it")
+    return ""
 
 
 def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, path: str,

@@ -1,5 +1,7 @@
 """Is a video already done?  Its output set is complete and loads (a rerun skips it)."""
 import logging
+import os
+import stat
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +24,15 @@ def outputs_complete(files: Dict[str, str],
     """
     if not files:
         return None
+    for path in files.values():
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None  # missing: not done
+        if not stat.S_ISREG(mode):  # a link, a FIFO, a folder: never read (it could hang)
+            log.warning("%s is not a regular file; treated as damaged, the video is "
+                        "extracted again", path)
+            return None
     try:
         arrays = {key: load_output(path, mmap=True) for key, path in files.items()}
         stamps, fps = arrays.get("timestamps_ms"), arrays.get("fps")
