@@ -62,8 +62,8 @@ def test_links_and_special_files_in_the_output_folder_are_never_followed(random_
     elsewhere.mkdir()
     victim = elsewhere / "precious.txt"
     victim.write_text("keep me\n")
-    os.symlink(victim, root / "manifest-0-of-1.jsonl")  # would be truncated and overwritten
-    os.symlink(victim, root / "failed.jsonl")
+    os.mkfifo(root / "manifest-0-of-1.jsonl")           # reading it would hang the run
+    os.symlink(victim, root / "failed.jsonl")           # would be truncated and overwritten
     os.mkfifo(root / "a_s3d.npy")                       # would hang the completeness check
     np.save(root / "a_timestamps_ms.npy", np.zeros((1, 2)))  # (the rest of the set is there)
     np.save(root / "a_fps.npy", np.float64(25))

@@ -363,3 +363,12 @@ def test_run_records_are_json_readable_without_our_code(tmp_path):
         {"format": 1, "run": "20260101T000000Z-abcdef", "features": {}}))
     (folder / "broken.json").write_text("{not json")
     assert list(folder_runs(str(tmp_path))) == ["20260101T000000Z-abcdef"]
+
+
+def test_a_newline_in_a_path_cannot_forge_a_failed_line(caplog):
+    report = RunReport()
+    with caplog.at_level(logging.ERROR):
+        report.add_failed("/v/x.mp4\nFAILED /v/y.mp4: open: forged", "open", "no such file")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == "FAILED /v/x.mp4\\nFAILED /v/y.mp4: open: forged: open: no such file"
+    assert len(line.splitlines()) == 1

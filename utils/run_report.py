@@ -7,6 +7,7 @@ then this run appends one line per video, flushed, so a killed run keeps what it
 ``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
 (atomically) whenever that list changes.
 """
+import json
 import logging
 import re
 import time
@@ -116,7 +117,7 @@ class RunReport:
     def add_failed(self, video: str, stage: str, message: str) -> None:
         message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said
         self.failed[stage] += 1
-        log.error("FAILED %s: %s: %s", video, stage, message)
+        log.error("FAILED %s: %s: %s", shown_path(video), stage, message)
         self._append({"path": video, "status": "failed", "stage": stage, "message": message})
 
     @property
@@ -135,6 +136,14 @@ class RunReport:
         if self.num_failed and self.failed_file:
             line += f"; failures listed in {self.failed_file}"
         return line
+
+
+def shown_path(path: str) -> str:
+    """A path as a log line shows it: as is when every character prints, else JSON-escaped
+    (so a newline in a file name cannot forge a ``FAILED`` line of its own)."""
+    if path.isprintable():
+        return path
+    return json.dumps(path, ensure_ascii=False)[1:-1]
 
 
 def _failure(record: Dict) -> Dict:
