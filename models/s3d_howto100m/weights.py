@@ -50,10 +50,6 @@ class ModelFile:
     sha256: str
 
 
-def sha256_of(path: str) -> str:
-    return file_sha256(path)
-
-
 def default_path(filename: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
@@ -64,11 +60,11 @@ def _resolve(given: Optional[str], url: str, filename: str, what: str, option: s
         if not os.path.isfile(given):
             state = "is a directory" if os.path.isdir(given) else "no such file"
             raise WeightsError(f"{option} {given}: {state}")
-        return ModelFile(given, given, sha256_of(given))
+        return ModelFile(given, given, file_sha256(given))
     dest = default_path(filename)
     fresh = not os.path.isfile(dest)
     download(url, dest, None, what=what, option=option)
-    digest = sha256_of(dest)
+    digest = file_sha256(dest)
     if fresh:
         log.info("downloaded %s (%d bytes), SHA-256 %s; no checksum is published to check it "
                  "against: keep this one to compare later downloads with", url,
