@@ -19,15 +19,14 @@ import numpy as np
 from utils.config import FEATURE_TYPES, ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
-from utils.files import find_temporaries, remove_temporaries
+from utils.file_store import FileStore
+from utils.h5_store import H5Store
 from utils.inputs import collect_paths, shard_paths
-from utils.naming import output_files, output_names, output_root
-from utils.resume import outputs_complete
+from utils.naming import output_names, output_root
 from utils.lock import shard_lock
 from utils.manifests import latest_records
 from utils.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.run_report import RunReport, failed_name, manifest_name
-from utils.serialization import write_outputs
 from utils.stopping import Terminated, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
@@ -112,33 +111,82 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
-    sink = cfg.on_extraction.value
     spec = FEATURE_TYPES[cfg.feature_type]
     root = output_root(cfg.output_path, spec.name)
-    saving = sink != "print"
+    saving = cfg.on_extraction.value != "print"
     if not hasattr(extractor, "extract"):
         extractor = extractor(cfg)  # weights faults stop the run here
+    if not saving:
+        return _videos(cfg, extractor, RunReport(started=started), None, mine, len(paths))
     with contextlib.ExitStack() as held:
-        if saving:
+        try:
             held.enter_context(shard_lock(root, cfg.shard, cfg.num_shards))
-            run_id = new_run_id()
-            report = _open_report(cfg, root, started, run_id,
-                                  run_record(cfg, run_id, extractor.identity()))
-        else:
-            report = RunReport(started=started)
-        return _videos(cfg, extractor, report, root, mine, len(paths))
+        except InputError:
+            if not _read_only(root):
+                raise
+            return _read_only_run(cfg, root, mine, started)
+        run_id = new_run_id()
+        record = run_record(cfg, run_id, extractor.identity())
+        report = _open_report(cfg, root, started, run_id, record)
+        store = _open_store(cfg, root, run_id, record)
+        held.callback(_close_store, store)
+        return _videos(cfg, extractor, report, store, mine, len(paths))
 
 
-def _videos(cfg: ExtractionConfig, extractor, report: RunReport, root: str, mine,
-            total: int) -> RunReport:
-    """Skip, extract, write and report each video of this shard (under its lock)."""
-    sink = cfg.on_extraction.value
+def _open_store(cfg: ExtractionConfig, root: str, run_id: str = "", record=None,
+                writable: bool = True):
+    """Where this run's outputs go: a file per key and video, or the shard's HDF5 file."""
     spec = FEATURE_TYPES[cfg.feature_type]
-    saving = sink != "print"
-    temporaries = find_temporaries(root) if saving else {}
+    sink = cfg.on_extraction.value
+    if sink == "save_h5":
+        return H5Store(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
+                       run_id, record or {}, writable=writable)
+    return FileStore(root, sink, spec.keys, spec.features, writable=writable)
+
+
+def _close_store(store) -> None:
+    """Fold what the run wrote (HDF5); a failure leaves it in the journal for the next run."""
+    try:
+        store.close()
+    except OSError as e:
+        log.error("%s: cannot bring the file up to date (%s); the finished videos stay in the "
+                  "journal beside it and the next run adds them", getattr(store, "path", ""),
+                  e.strerror or e)
+
+
+def _read_only(root: str) -> bool:
+    return os.path.isdir(root) and not os.access(root, os.W_OK)
+
+
+def _read_only_run(cfg: ExtractionConfig, root: str, mine, started: float) -> RunReport:
+    """A read-only output folder: fine when it already holds every video of the shard (each
+    reported skipped, nothing written); otherwise the lock's error (exit 2)."""
+    store = _open_store(cfg, root, writable=False)
+    try:
+        present = [(path, store.outputs(name), store.complete(name)) for path, name in mine]
+    finally:
+        store.close()
+    missing = [path for path, _, done in present if done is None]
+    if missing:
+        raise InputError(f"output_path: {root} is read-only and {len(missing)} video"
+                         f"{' is' if len(missing) == 1 else 's are'} of this shard not done "
+                         f"(first: {missing[0]}); make it writable or choose another folder")
+    log.warning("output_path: %s is read-only; every video of this shard is done there, "
+                "nothing is written", root)
+    report = RunReport(started=started)
+    for path, files, done in present:
+        report.add_skipped(path, files, *done)
+    log.info(report.summary())
+    return report
+
+
+def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
+            total: int) -> RunReport:
+    """Skip, extract, write and report each video of this shard (under its lock);
+    ``store``: where outputs go (None: printed)."""
     log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
              "" if len(mine) == 1 else "s", total,
-             "features to " + root if saving else "printing features", extractor.device)
+             f"features to {store.root}" if store else "printing features", extractor.device)
     progress = ProgressLog(len(mine), cfg.progress_every_s)
     # First the videos already done (skipped), then the list of those to extract, so the
     # extractor can decode the next one while the current one computes (num_workers) and
@@ -146,24 +194,22 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, root: str, mine
     try:
         todo = []
         for path, name in mine:
-            files = output_files(root, name, sink, spec.keys)
-            escape = _outside(root, files)
-            if escape:
-                report.add_failed(path, "write", escape)
-                continue
-            if saving:
-                remove_temporaries(files.values(), temporaries)  # left by a killed run
-                present = None if cfg.overwrite else outputs_complete(files, spec.features)
-                if present is not None:
-                    report.add_skipped(path, files, *present)
+            if store:
+                escape = store.claim(name)
+                if escape:
+                    report.add_failed(path, "write", escape)
                     continue
-            todo.append((path, files))
+                present = None if cfg.overwrite else store.complete(name)
+                if present is not None:
+                    report.add_skipped(path, store.outputs(name), *present)
+                    continue
+            todo.append((path, name))
         if report.skipped:
             log.info("%d videos already have complete outputs (skipped), %d to extract",
                      report.skipped, len(todo))
         with extractor.planned([p for p, _ in todo], progress=True):
-            for path, files in todo:
-                _one_video(cfg, extractor, report, path, files)
+            for path, name in todo:
+                _one_video(cfg, extractor, report, path, name, store)
                 progress.update(report)
     except KeyboardInterrupt as e:
         report.stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
@@ -174,22 +220,9 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, root: str, mine
     return report
 
 
-def _outside(root: str, files: Dict[str, str]) -> str:
-    """Why ``files`` would land outside ``root`` (a folder on the way is a link out of it),
-    or '' when they stay inside."""
-    real_root = os.path.realpath(root)
-    for path in files.values():
-        folder = os.path.realpath(os.path.dirname(path))
-        if os.path.commonpath([folder, real_root]) != real_root:
-            return (f"{os.path.dirname(path)} leads out of output_path (a link to {folder}); "
-                    "nothing is written through it")
-    return ""
-
-
 def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, path: str,
-               files: Dict[str, str]) -> None:
-    """Extract and write one video (``files``: its outputs, ``{}`` to print); report the outcome."""
-    saving = bool(files)
+               name: str, store) -> None:
+    """Extract and write one video (``store``: where to, None to print); report the outcome."""
     try:
         with _collect_warnings(path) as warnings:
             arrays = extractor.extract(path, with_logits=cfg.show_pred)
@@ -207,9 +240,10 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
     with writes_finish_first():
         if cfg.show_pred:
             print_predictions(path, arrays.pop("logits"), spans, extractor.labels)
+        files = store.outputs(name) if store else {}
         try:
-            if saving:
-                write_outputs(arrays, files)
+            if store:
+                store.write(name, arrays, path)
             else:
                 print_features(path, arrays, FEATURE_TYPES[cfg.feature_type].keys)
         except OSError as e:

@@ -68,6 +68,7 @@ class OnExtraction(str, Enum):
     print = "print"
     save_numpy = "save_numpy"
     save_pickle = "save_pickle"
+    save_h5 = "save_h5"
 
 
 class Preprocess(str, Enum):
@@ -325,10 +326,11 @@ class ExtractionConfig(ExtractorOptions):
     video_paths: Any = option(None, "one path or a list: \"[a.mp4, b.mkv]\"")
     file_with_video_paths: Optional[str] = option(
         None, "a text file, one path a line (or a failed.jsonl / manifest to retry)")
-    on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy) or "
-                                         "save_pickle (.pkl)")
+    on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy), "
+                                         "save_pickle (.pkl) or save_h5 (one HDF5 file a shard)")
     output_path: str = option("./output", "features go to "
-                              "<output_path>/<feature_type>/<name>_<key>.<ext>")
+                              "<output_path>/<feature_type>/<name>_<key>.<ext> (save_h5: "
+                              "<feature_type>-<shard>-of-<num_shards>.h5 there)")
     output_layout: OutputLayout = option(OutputLayout.flat, "flat (<stem>_<key>) or mirror "
                                          "(the inputs' folders kept, see input_root)")
     input_root: Optional[str] = option(None, "with output_layout=mirror, each input's folders "

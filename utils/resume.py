@@ -2,7 +2,7 @@
 import logging
 import os
 import stat
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,19 +35,30 @@ def outputs_complete(files: Dict[str, str],
             return None
     try:
         arrays = {key: load_output(path, mmap=True) for key, path in files.items()}
-        stamps, fps = arrays.get("timestamps_ms"), arrays.get("fps")
-        if not (isinstance(stamps, np.ndarray) and stamps.ndim == 2 and stamps.shape[1] == 2
-                and stamps.shape[0] > 0 and fps is not None and np.ndim(fps) == 0):
-            return None
-        for key, width in features:
-            feats = arrays.get(key)
-            if not (isinstance(feats, np.ndarray) and feats.shape == (stamps.shape[0], width)
-                    and feats.dtype == np.float32):
-                return None
-        return int(stamps.shape[0]), float(stamps[-1, 1]) / 1000.0
+        return arrays_complete(arrays, features)
     except UnsafePickle as e:
         log.warning("%s: %s; treated as damaged, the video is extracted again",
                     next(iter(files.values())), e)
         return None
     except Exception:  # noqa: BLE001 - a garbled pickle can raise almost anything; redo it
         return None
+
+
+def arrays_complete(arrays: Mapping[str, Any],
+                    features: Sequence[Tuple[str, int]] = FEATURE_TYPES["s3d"].features
+                    ) -> Optional[Tuple[int, float]]:
+    """The one rule of a complete output set, for arrays from any format (numpy arrays,
+    memory maps, HDF5 datasets): ``(Tv, seconds of video)`` when ``timestamps_ms`` is
+    ``(Tv, 2)`` with Tv > 0, ``fps`` a scalar and each feature key ``(Tv, width)`` float32;
+    None otherwise.  Reads one row of timestamps, never the features."""
+    stamps, fps = arrays.get("timestamps_ms"), arrays.get("fps")
+    shape = tuple(getattr(stamps, "shape", ()))
+    if not (len(shape) == 2 and shape[1] == 2 and shape[0] > 0
+            and fps is not None and np.shape(fps) == ()):
+        return None
+    for key, width in features:
+        feats = arrays.get(key)
+        if not (tuple(getattr(feats, "shape", ())) == (shape[0], width)
+                and feats.dtype == np.float32):
+            return None
+    return shape[0], float(stamps[-1, 1]) / 1000.0

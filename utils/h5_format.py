@@ -1,0 +1,106 @@
+"""The HDF5 output layout (``on_extraction=save_h5``): one file per shard, a group per video.
+
+``<output_path>/<feature_type>/<feature_type>-<shard>-of-<num_shards>.h5``::
+
+    /                      attrs: format, feature_type, generation,
+                                  run:<run id> = that run's provenance record (JSON text)
+    /<output name>/        one group per video, named like its .npy files (without
+                           ``_<key>.npy``; output_layout=mirror gives nested groups)
+                           attrs: video_path (the input), run (the run id that made it)
+        <key>              one dataset per key, as extracted: features float32 (Tv, width),
+                           timestamps_ms float64 (Tv, 2), fps float64 scalar
+
+Datasets are stored contiguous and uncompressed: measured on S3D features (README, "HDF5
+output"), gzip and lzf with the shuffle filter save too little to pay for the time, and a
+contiguous dataset reads with one seek.  A group is a video when it has a ``video_path``
+attribute; a video's group may also hold the groups of videos in a folder of the same name
+(mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
+"""
+import json
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+import h5py
+import numpy as np
+
+FORMAT = "s3d-video-features/h5/1"
+VIDEO_ATTR = "video_path"
+RUN_ATTR = "run"
+RUN_PREFIX = "run:"
+# dense attribute storage (HDF5 >= 1.8): any number of run records on the root group
+LIBVER = ("v108", "latest")
+
+
+def h5_name(feature_type: str, shard: int, num_shards: int) -> str:
+    """The shard's file name: ``s3d-0-of-1.h5`` unsharded."""
+    return f"{feature_type}-{shard}-of-{num_shards}.h5"
+
+
+def init_file(f, feature_type: str) -> None:
+    """Mark a new file with the layout's attributes."""
+    f.attrs["format"] = FORMAT
+    f.attrs["feature_type"] = feature_type
+    f.attrs["generation"] = 0
+
+
+def check_file(f, path: str) -> None:
+    """``ValueError`` naming ``path`` when the file is not one of ours."""
+    found = f.attrs.get("format")
+    if isinstance(found, bytes):
+        found = found.decode("utf-8", "replace")
+    if found != FORMAT:
+        raise ValueError(f"{path} is not a features file of this tool (format {found!r}, "
+                         f"expected {FORMAT!r})")
+
+
+def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
+                run: Optional[str]) -> None:
+    """The video's group (replacing one of the same name), one dataset per key."""
+    if name in f:
+        del f[name]
+    group = f.create_group(name)
+    group.attrs[VIDEO_ATTR] = video_path
+    if run:
+        group.attrs[RUN_ATTR] = run
+    for key, value in arrays.items():
+        group.create_dataset(key, data=np.asarray(value))
+
+
+def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> None:
+    """Record each run's provenance on the root group (``run:<id>``)."""
+    for run_id, record in records.items():
+        f.attrs[RUN_PREFIX + run_id] = json.dumps(record, sort_keys=True)
+
+
+def runs(f) -> Dict[str, Dict[str, Any]]:
+    """The provenance records of the runs that wrote the file, by run id."""
+    return {name[len(RUN_PREFIX):]: json.loads(value) for name, value in f.attrs.items()
+            if name.startswith(RUN_PREFIX)}
+
+
+def video_groups(f, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """``(output name, group)`` of every video in the file (or under the group ``f``), in
+    name order, read lazily: a million videos are listed without reading their arrays.
+    Soft and external links are never followed."""
+    for key in f:
+        if not isinstance(f.get(key, getlink=True), h5py.HardLink):
+            continue
+        child = f[key]
+        if not isinstance(child, h5py.Group):
+            continue
+        if VIDEO_ATTR in child.attrs:
+            yield prefix + key, child
+        yield from video_groups(child, prefix + key + "/")
+
+
+def video_group(f, name: str):
+    """The group of the video named ``name``, or None."""
+    group = f.get(name)
+    if not isinstance(group, h5py.Group) or VIDEO_ATTR not in group.attrs:
+        return None
+    return group
+
+
+def read_video(group, keys: Optional[Tuple[str, ...]] = None) -> Dict[str, np.ndarray]:
+    """The video's arrays (all keys, or ``keys``), read into memory."""
+    names = keys or [k for k in group if isinstance(group[k], h5py.Dataset)]
+    return {key: group[key][()] for key in names}

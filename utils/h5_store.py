@@ -1,0 +1,283 @@
+"""A shard's HDF5 file, written so that ``kill -9`` at any moment loses nothing finished.
+
+An HDF5 file modified in place can be left unreadable by a kill in the middle of a write, so
+the shard's ``.h5`` is never modified in place:
+
+- each finished video is appended to a journal beside it (``.<name>.h5.journal``): one
+  record (a JSON header, the raw arrays, a SHA-256 of both), fsynced before the video is
+  reported done.  A record cut short by a kill fails its checksum and is ignored;
+- at a checkpoint (the end of the run, Ctrl-C or SIGTERM, the next run's start, or when the
+  journal has grown as large as the file: copying stays linear in the data) the file is
+  copied to a temporary, the journal's videos are added to the copy, and the copy is
+  fsynced and renamed over the file; then the journal is removed.
+
+The journal's first record names the file's ``generation`` it extends; a checkpoint raises
+the file's generation by one.  So a kill between the rename and the journal's removal is
+seen on the next start (the journal's generation is behind the file's) and the journal is
+dropped, not applied twice.  A reader of the ``.h5`` (``utils.features``) sees the file as
+of the last checkpoint.
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import struct
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+
+from utils import h5_format
+from utils.errors import InputError
+from utils.files import find_temporaries, remove_temporaries, temporary_name
+from utils.resume import arrays_complete
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"S3DJ"
+_FRAME = struct.Struct("<4sQ")  # magic, payload length; then the payload, then its SHA-256
+_DIGEST = 32
+_HEADER = struct.Struct("<I")  # JSON length, then the JSON, then the arrays' bytes
+# fold the journal into the file when it is this large and at least as large as the file
+MIN_CHECKPOINT_BYTES = 256 * 2**20
+
+
+def journal_path(h5_path: str) -> str:
+    folder, name = os.path.split(h5_path)
+    return os.path.join(folder, f".{name}.journal")
+
+
+def _encode(header: Dict[str, Any], arrays: Sequence[Tuple[str, np.ndarray]] = ()) -> bytes:
+    header = dict(header, arrays=[[key, a.dtype.str, list(a.shape)] for key, a in arrays])
+    text = json.dumps(header, sort_keys=True).encode("utf-8")
+    payload = b"".join([_HEADER.pack(len(text)), text]
+                       + [np.ascontiguousarray(a).tobytes() for _, a in arrays])
+    return _FRAME.pack(_MAGIC, len(payload)) + payload + hashlib.sha256(payload).digest()
+
+
+def _decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    (size,) = _HEADER.unpack_from(payload)
+    header = json.loads(payload[_HEADER.size:_HEADER.size + size])
+    arrays, at = {}, _HEADER.size + size
+    for key, dtype, shape in header.pop("arrays"):
+        dtype = np.dtype(dtype)
+        if dtype.hasobject:
+            raise ValueError("object arrays are never read from a journal")
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays[key] = np.frombuffer(payload, dtype, count, at).reshape(shape).copy()
+        at += count * dtype.itemsize
+    return header, arrays
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """A file descriptor of ``path`` opened without following a link; ``OSError`` when it is
+    not a regular file (a FIFO or a device would hang or never end)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
+    """The journal's records in order, up to the first incomplete or damaged one (a write cut
+    short by a kill: logged and ignored)."""
+    fd = _open_regular(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        while True:
+            frame = f.read(_FRAME.size)
+            if not frame:
+                return
+            ok = len(frame) == _FRAME.size
+            if ok:
+                magic, size = _FRAME.unpack(frame)
+                payload = f.read(size) if magic == _MAGIC else b""
+                digest = f.read(_DIGEST)
+                ok = (magic == _MAGIC and len(payload) == size
+                      and hashlib.sha256(payload).digest() == digest)
+            if not ok:
+                log.warning("%s ends with an incomplete record (a write cut short); the video "
+                            "it held is extracted again", path)
+                return
+            yield _decode(payload)
+
+
+class H5Store:
+    """The outputs of one shard in one HDF5 file (see the module's doc).
+
+    ``record``: this run's provenance record (stored on the file with its videos).  Opening
+    folds the journal a killed run left; ``close()`` folds this run's.  The caller holds the
+    shard's lock (``utils.lock``): one writer at a time.  ``writable=False``: only answers
+    ``complete`` (a read-only folder; videos still in a journal count as not done).
+    """
+
+    def __init__(self, root: str, feature_type: str, shard: int, num_shards: int,
+                 keys: Sequence[str], features: Sequence[Tuple[str, int]], run_id: str,
+                 record: Dict[str, Any], writable: bool = True):
+        self.root = root
+        self.writable = writable
+        self.path = os.path.join(root, h5_format.h5_name(feature_type, shard, num_shards))
+        self.journal = journal_path(self.path)
+        self.feature_type = feature_type
+        self.keys = tuple(keys)
+        self.features = features
+        self.run_id = run_id
+        self.record = record
+        self._fd: Optional[int] = None  # the journal, open for appending
+        self._journal_bytes = 0
+        self._reader: Optional[h5py.File] = None
+        if writable:
+            os.makedirs(root, exist_ok=True)
+            remove_temporaries([self.path], find_temporaries(root))  # a killed checkpoint's
+        for path in (self.path, self.journal):
+            if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+                raise InputError(f"output_path: {path} is not a regular file (a link, a "
+                                 "folder or a special file); move it away")
+        if writable:
+            self.checkpoint()
+        if os.path.exists(self.path):
+            try:
+                self._reader = h5py.File(self.path, "r")
+                h5_format.check_file(self._reader, self.path)
+            except (OSError, ValueError) as e:
+                raise InputError(f"output_path: cannot read {self.path} ({e}); move it away "
+                                 "to start the shard's file anew") from None
+
+    # -- what batch_run asks ----------------------------------------------------------------
+    def outputs(self, name: str) -> Dict[str, str]:
+        """Where each key of the video lands: ``<file>.h5/<name>/<key>`` (for manifests)."""
+        return {key: f"{self.path}/{name}/{key}" for key in self.keys}
+
+    def claim(self, name: str) -> str:
+        """Nothing to prepare: a video's group lives inside the file."""
+        return ""
+
+    def complete(self, name: str) -> Optional[Tuple[int, float]]:
+        """``(Tv, seconds)`` when the file holds the video whole (as of the last checkpoint)."""
+        group = h5_format.video_group(self._reader, name) if self._reader else None
+        if group is None:
+            return None
+        try:
+            return arrays_complete(group, self.features)
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def write(self, name: str, arrays: Mapping[str, np.ndarray], video_path: str) -> None:
+        """Append the video to the journal (fsynced): from here on it is done.  ``OSError``
+        (disk full) leaves the journal as it was."""
+        if self._fd is None:
+            self._start_journal()
+        data = _encode({"name": name, "video_path": video_path, "run": self.run_id},
+                       [(key, np.asarray(value)) for key, value in arrays.items()])
+        self._append(data)
+        if self._journal_bytes >= max(MIN_CHECKPOINT_BYTES, self._file_size()):
+            self.checkpoint()
+
+    def close(self) -> None:
+        """Fold this run's videos into the file; release it."""
+        try:
+            if self.writable:
+                self.checkpoint()
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # -- the journal -----------------------------------------------------------------------
+    def _start_journal(self) -> None:
+        generation = self._generation()
+        self._fd = _open_regular(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        self._journal_bytes = 0
+        try:
+            self._append(_encode({"generation": generation, "feature_type": self.feature_type,
+                                  "run": self.run_id, "record": self.record}))
+        except OSError:
+            self._drop_journal()
+            raise
+
+    def _append(self, data: bytes) -> None:
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # cut the partial record off again
+                os.ftruncate(self._fd, self._journal_bytes)
+                os.lseek(self._fd, self._journal_bytes, os.SEEK_SET)
+            raise
+        self._journal_bytes += len(data)
+
+    def _drop_journal(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.journal)
+
+    def _file_size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _generation(self) -> int:
+        if not os.path.exists(self.path):
+            return 0
+        with h5py.File(self.path, "r") as f:
+            return int(f.attrs.get("generation", 0))
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Fold the journal (if any) into the file: copy, add, fsync, rename, drop it."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if not os.path.lexists(self.journal):
+            return
+        records = read_journal(self.journal)
+        first = next(records, None)
+        if first is None or "generation" not in first[0]:
+            self._drop_journal()  # killed before its first record was written whole
+            return
+        header = first[0]
+        if header["generation"] != self._generation():
+            log.info("%s was already folded into %s; removed", self.journal, self.path)
+            self._drop_journal()
+            return
+        tmp = temporary_name(self.path)
+        try:
+            count = self._fold(tmp, header, records)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        self._drop_journal()
+        log.info("%d video%s added to %s", count, "" if count == 1 else "s", self.path)
+
+    def _fold(self, tmp: str, header: Dict[str, Any], records) -> int:
+        """Write the file with the journal's videos added under ``tmp``; their number."""
+        if os.path.exists(self.path):
+            shutil.copyfile(self.path, tmp)
+            f = h5py.File(tmp, "r+")
+        else:
+            f = h5py.File(tmp, "w-", libver=h5_format.LIBVER)
+            h5_format.init_file(f, header.get("feature_type", self.feature_type))
+        count = 0
+        with f:
+            h5_format.add_runs(f, {header["run"]: header["record"]})
+            for video, arrays in records:
+                h5_format.write_video(f, video["name"], arrays, video["video_path"],
+                                      video["run"])
+                count += 1
+            f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
+        return count
