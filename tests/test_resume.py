@@ -187,9 +187,9 @@ class _Counting(ExtractorDouble):
 
 def test_ctrl_c_during_a_write_stops_after_it(three_videos, extractor, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    import utils.batch_run as batch_run
+    import utils.file_store as file_store
 
-    real_write = batch_run.write_outputs
+    real_write = file_store.write_outputs
 
     def write_with_ctrl_c(arrays, files):
         # raise() delivers SIGINT to this thread before it returns, and Python runs the handler
@@ -198,7 +198,7 @@ def test_ctrl_c_during_a_write_stops_after_it(three_videos, extractor, tmp_path,
         signal.raise_signal(signal.SIGINT)
         real_write(arrays, files)
 
-    monkeypatch.setattr(batch_run, "write_outputs", write_with_ctrl_c)
+    monkeypatch.setattr(file_store, "write_outputs", write_with_ctrl_c)
     extractor = _Counting(extractor)
     out = str(tmp_path / "out")
     with pytest.raises(KeyboardInterrupt):

@@ -19,6 +19,7 @@ of the last checkpoint.
 """
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -249,9 +250,13 @@ class H5Store:
             log.info("%s was already folded into %s; removed", self.journal, self.path)
             self._drop_journal()
             return
+        second = next(records, None)
+        if second is None:
+            self._drop_journal()  # no video was journaled whole
+            return
         tmp = temporary_name(self.path)
         try:
-            count = self._fold(tmp, header, records)
+            count = self._fold(tmp, header, itertools.chain([second], records))
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)

@@ -1,0 +1,263 @@
+"""``on_extraction=save_h5``: one HDF5 file per shard, equal to save_numpy value for value,
+resumable like it, and whole after ``kill -9`` at any point (issue 12, points 2 and 3)."""
+import errno
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from batch_helpers import (ExtractorDouble, cli_args, load_set, make_cfg, output_files_under,
+                           read_jsonl)
+from utils import h5_format, h5_store
+from utils.batch_run import run
+from utils.errors import InputError
+from videos import synth
+
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h5_kill_harness.py")
+H5 = "s3d-0-of-1.h5"
+
+
+def h5_videos(path: str):
+    """``{output name: {key: array}}`` of a features file, read with h5py alone."""
+    with h5py.File(path, "r") as f:
+        out = {}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and "video_path" in obj.attrs:
+                out[name] = {key: obj[key][()] for key in obj if isinstance(obj[key], h5py.Dataset)}
+        f.visititems(visit)
+        return out
+
+
+def assert_equal_sets(got, want):
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert sorted(got[name]) == sorted(want[name]), name
+        for key, value in want[name].items():
+            assert got[name][key].dtype == np.asarray(value).dtype, (name, key)
+            np.testing.assert_array_equal(got[name][key], value, err_msg=f"{name} {key}")
+
+
+class _Cached(ExtractorDouble):
+    """The real extractor, each video extracted once for every sink and layout of a test."""
+
+    cache = {}
+
+    def __init__(self, inner):
+        self.inner, self.device, self.labels = inner, inner.device, inner.labels
+
+    def identity(self):
+        return self.inner.identity()
+
+    def extract(self, path, with_logits=False):
+        if path not in self.cache:
+            self.cache[path] = self.inner.extract(path)
+        return {k: np.copy(v) for k, v in self.cache[path].items()}
+
+
+@pytest.fixture(scope="module")
+def nested_videos(tmp_path_factory):
+    """Three short clips, two in nested folders (mirror layout gives nested groups)."""
+    top = tmp_path_factory.mktemp("nested")
+    os.makedirs(top / "sub" / "deeper")
+    return [synth(str(top / rel), seconds=secs, size="64x48")
+            for rel, secs in (("a.mp4", 1.2), ("sub/b.mkv", 0.8), ("sub/deeper/c.mp4", 1.6))]
+
+
+@pytest.mark.parametrize("layout", ["flat", "mirror"])
+def test_save_h5_holds_what_save_numpy_writes(nested_videos, extractor, tmp_path, layout):
+    """The real network's outputs, written by both sinks: equal value for value, dtype for
+    dtype, under the same names (nested groups with mirror)."""
+    cached = _Cached(extractor)
+    root_in = os.path.dirname(nested_videos[0])
+    kw = dict(output_layout=layout, input_root=root_in if layout == "mirror" else None)
+    npy_out, h5_out = str(tmp_path / "npy"), str(tmp_path / "h5")
+    assert run(make_cfg(nested_videos, npy_out, **kw), cached).done == 3
+    report = run(make_cfg(nested_videos, h5_out, on_extraction="save_h5", **kw), cached)
+    assert report.done == 3 and report.num_failed == 0
+    names = (["a", "b", "c"] if layout == "flat" else ["a", "sub/b", "sub/deeper/c"])
+    want = {name: load_set(os.path.join(npy_out, "s3d"), name) for name in names}
+    assert all(want[n]["s3d"].shape[0] >= 1 for n in names)
+    got = h5_videos(os.path.join(h5_out, "s3d", H5))
+    assert_equal_sets(got, want)
+    # only the file and the bookkeeping: no journal, no temporary
+    assert output_files_under(os.path.join(h5_out, "s3d")) == sorted(
+        ["failed.jsonl", "manifest-0-of-1.jsonl", H5])
+    with h5py.File(os.path.join(h5_out, "s3d", H5), "r") as f:
+        assert f.attrs["format"] == h5_format.FORMAT and f.attrs["feature_type"] == "s3d"
+        [run_id] = h5_format.runs(f)
+        record = h5_format.runs(f)[run_id]
+        assert record["run"] == run_id and record["features"]["stack_size"] == 13
+        assert record["features"]["weights"] == extractor.identity()["weights"]
+        assert "torch" in record["versions"]
+        for name, path in zip(names, nested_videos):
+            assert f[name].attrs["video_path"] == path and f[name].attrs["run"] == run_id
+    manifest = read_jsonl(os.path.join(h5_out, "s3d", "manifest-0-of-1.jsonl"))
+    assert [r["status"] for r in manifest] == ["done"] * 3
+    assert manifest[0]["outputs"]["s3d"] == os.path.join(h5_out, "s3d", H5) + f"/{names[0]}/s3d"
+
+
+def _arrays(value: float, rows: int = 2):
+    return {"s3d": np.full((rows, 1024), value, np.float32),
+            "timestamps_ms": np.arange(rows * 2, dtype=np.float64).reshape(rows, 2) + value,
+            "fps": np.float64(25)}
+
+
+class _Table(ExtractorDouble):
+    """Arrays from a table by file name; a name missing from it fails at decode."""
+
+    device, labels = "cpu", []
+
+    def __init__(self, table):
+        self.table, self.calls = table, []
+
+    def extract(self, path, with_logits=False):
+        from utils.errors import ExtractionError
+        self.calls.append(os.path.basename(path))
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem not in self.table:
+            raise ExtractionError("decode", "no frames")
+        return _arrays(self.table[stem])
+
+
+def _paths(tmp_path, names):
+    for n in names:
+        (tmp_path / f"{n}.mp4").write_bytes(b"")
+    return [str(tmp_path / f"{n}.mp4") for n in names]
+
+
+def test_rerun_skips_overwrite_replaces_and_failures_are_listed(tmp_path):
+    paths = _paths(tmp_path, ["p", "q", "bad"])
+    out = str(tmp_path / "out")
+    root = os.path.join(out, "s3d")
+    cfg = make_cfg(paths, out, on_extraction="save_h5")
+    first = run(cfg, _Table({"p": 1.0, "q": 2.0}))
+    assert (first.done, first.num_failed) == (2, 1)
+    assert [r["path"] for r in read_jsonl(os.path.join(root, "failed.jsonl"))] == [paths[2]]
+    assert sorted(h5_videos(os.path.join(root, H5))) == ["p", "q"]
+
+    again = _Table({"p": 1.0, "q": 2.0, "bad": 3.0})
+    second = run(cfg, again)
+    assert (second.done, second.skipped, second.num_failed) == (1, 2, 0)
+    assert again.calls == ["bad.mp4"]
+    assert read_jsonl(os.path.join(root, "failed.jsonl")) == []
+
+    third = run(make_cfg(paths, out, on_extraction="save_h5", overwrite=True),
+                _Table({"p": 5.0, "q": 2.0, "bad": 3.0}))
+    assert third.done == 3
+    got = h5_videos(os.path.join(root, H5))
+    assert_equal_sets(got, {"p": _arrays(5.0), "q": _arrays(2.0), "bad": _arrays(3.0)})
+    with h5py.File(os.path.join(root, H5), "r") as f:
+        assert f.attrs["generation"] == 3 and len(h5_format.runs(f)) == 3
+    latest = {r["path"]: r["status"] for r in read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl"))}
+    assert latest == dict.fromkeys(paths, "done")
+
+
+def test_journal_torn_stale_and_disk_full(tmp_path, monkeypatch):
+    """The journal's rules, unit by unit: a torn last record is ignored; a journal already
+    folded (its generation behind the file's) is dropped, not applied twice; a failed append
+    (disk full) leaves the journal as it was, so later records still count."""
+    root = str(tmp_path / "s3d")
+
+    def store():
+        return h5_store.H5Store(root, "s3d", 0, 1, ("s3d", "timestamps_ms", "fps"),
+                                (("s3d", 1024),), "run-1", {"id": "run-1"})
+
+    s = store()
+    s.write("a", _arrays(1.0), "/v/a.mp4")
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            real_write(fd, data[:100])  # part of the record reaches the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(h5_store.os, "write", full_disk)
+    with pytest.raises(OSError):
+        s.write("b", _arrays(2.0), "/v/b.mp4")
+    monkeypatch.setattr(h5_store.os, "write", real_write)
+    s.write("c", _arrays(3.0), "/v/c.mp4")
+    journal = h5_store.journal_path(s.path)
+    with open(journal, "ab") as f:  # a record cut short by a kill
+        f.write(b"S3DJ" + (10**6).to_bytes(8, "little") + b"x" * 50)
+    records = [video["name"] for video, _ in list(h5_store.read_journal(journal))[1:]]
+    assert records == ["a", "c"]
+    s._fd = None  # as if killed: the journal stays
+    saved = open(journal, "rb").read()
+    s2 = store()  # folds it
+    assert sorted(h5_videos(s2.path)) == ["a", "c"] and not os.path.exists(journal)
+    s2.close()
+    with open(journal, "wb") as f:  # the same journal again: already folded (generation 0 < 1)
+        f.write(saved)
+    s3 = store()
+    s3.close()
+    assert sorted(h5_videos(s3.path)) == ["a", "c"] and not os.path.exists(journal)
+    with h5py.File(s3.path, "r") as f:
+        assert f.attrs["generation"] == 1
+
+
+def test_a_link_named_like_the_file_is_refused(tmp_path):
+    paths = _paths(tmp_path, ["p"])
+    out = tmp_path / "out"
+    (out / "s3d").mkdir(parents=True)
+    outside = tmp_path / "elsewhere.h5"
+    outside.write_bytes(b"precious")
+    os.symlink(outside, out / "s3d" / H5)
+    with pytest.raises(InputError, match="not a regular file"):
+        run(make_cfg(paths, str(out), on_extraction="save_h5"), _Table({"p": 1.0}))
+    assert outside.read_bytes() == b"precious"
+
+
+def _harness(point, args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, HARNESS, point, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+def test_kill_at_every_stage_then_rerun_gives_the_uninterrupted_file(random_checkpoint,
+                                                                     tmp_path):
+    """A real process killed (SIGKILL) in turn: after a video's journal record, inside the
+    checkpoint's copy, after the rename, in the middle of a record, after copying at the end.
+    Each rerun of the same command starts from what the kill left; the last one ends with
+    the file an uninterrupted run writes: same videos, same values, none twice, no leftovers."""
+    videos = [synth(str(tmp_path / f"v{i}.mp4"), seconds=0.6 + 0.2 * i, size="32x24")
+              for i in range(4)]
+    want_out, out = str(tmp_path / "want"), str(tmp_path / "out")
+    kw = dict(video_paths=videos, on_extraction="save_h5")
+    done = _harness("none", cli_args(random_checkpoint, want_out, **kw), str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    want = h5_videos(os.path.join(want_out, "s3d", H5))
+    assert sorted(want) == ["v0", "v1", "v2", "v3"]
+    root = os.path.join(out, "s3d")
+    args = cli_args(random_checkpoint, out, **kw)
+    steps = [
+        # (kill point, videos in the file after it, journal left)
+        ("journal:2", [], True),          # two videos journaled, no file yet
+        ("fold-writing:1", [], True),     # the start's checkpoint dies halfway through its copy
+        ("renamed", ["v0", "v1"], True),  # its file is in place, its journal not yet removed
+        ("journal-torn:1", ["v0", "v1"], True),  # v2's record half written
+        ("fold-copied", ["v0", "v1"], True),     # v2, v3 journaled; the end's copy dies
+    ]
+    for point, in_file, journal_left in steps:
+        killed = _harness(point, args, str(tmp_path))
+        assert killed.returncode == -9, (point, killed.stderr[-2000:])
+        path = os.path.join(root, H5)
+        assert sorted(h5_videos(path) if os.path.exists(path) else {}) == in_file, point
+        assert os.path.exists(h5_store.journal_path(path)) == journal_left, point
+    final = _harness("none", args, str(tmp_path))
+    assert final.returncode == 0, final.stderr
+    assert "2 videos added" in final.stderr and "4 videos already have complete outputs" in final.stderr
+    assert_equal_sets(h5_videos(os.path.join(root, H5)), want)
+    assert output_files_under(root) == sorted(["failed.jsonl", "manifest-0-of-1.jsonl", H5])
+    latest = {}
+    for r in read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl")):
+        latest[r["path"]] = r["status"]
+    assert latest == dict.fromkeys(videos, "skipped")
