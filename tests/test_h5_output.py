@@ -261,3 +261,52 @@ def test_kill_at_every_stage_then_rerun_gives_the_uninterrupted_file(random_chec
     for r in read_jsonl(os.path.join(root, "manifest-0-of-1.jsonl")):
         latest[r["path"]] = r["status"]
     assert latest == dict.fromkeys(videos, "skipped")
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs at ``tmp_path/ro`` and a function that remounts it read-only (skipped where
+    this process may not mount: as root, chmod would not stop writes)."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        yield where, lambda: subprocess.run(["mount", "-o", "remount,ro", str(where)],
+                                            check=True, capture_output=True)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("sink", ["save_numpy", "save_h5"])
+def test_a_read_only_folder_holding_every_video_reports_them_skipped(read_only_mount,
+                                                                     random_checkpoint, tmp_path,
+                                                                     sink):
+    """Issue 14: a read-only output folder that holds every video of the shard: each is
+    reported skipped (exit 0, nothing written); one video not there: exit 2 naming it."""
+    where, make_read_only = read_only_mount
+    videos = [synth(str(tmp_path / f"v{i}.mp4"), seconds=0.6, size="32x24") for i in range(2)]
+    out = str(where / "out")
+    made = _harness("none", cli_args(random_checkpoint, out, video_paths=videos,
+                                     on_extraction=sink), str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    make_read_only()
+    before = output_files_under(os.path.join(out, "s3d"))
+    rerun = run_cli_quiet(cli_args(random_checkpoint, out, video_paths=videos,
+                                   on_extraction=sink), str(tmp_path))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "is read-only; every video of this shard is done there" in rerun.stderr
+    assert "done 0, skipped 2 (already present), failed 0" in rerun.stderr
+    new = synth(str(tmp_path / "new.mp4"), seconds=0.6, size="32x24")
+    more = run_cli_quiet(cli_args(random_checkpoint, out, video_paths=videos + [new],
+                                  on_extraction=sink), str(tmp_path))
+    assert more.returncode == 2
+    [line] = [ln for ln in more.stderr.splitlines() if ln.startswith("error:")]
+    assert "is read-only and 1 video of this shard is not done" in line and new in line
+    assert output_files_under(os.path.join(out, "s3d")) == before
+
+
+def run_cli_quiet(args, cwd):
+    from batch_helpers import run_cli
+    return run_cli(args, cwd=cwd)

@@ -118,15 +118,16 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
         extractor = extractor(cfg)  # weights faults stop the run here
     if not saving:
         return _videos(cfg, extractor, RunReport(started=started), None, mine, len(paths))
+    run_id = new_run_id()
+    record = run_record(cfg, run_id, extractor.identity())
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(shard_lock(root, cfg.shard, cfg.num_shards))
         except InputError:
             if not _read_only(root):
                 raise
+            check_rerun(root, record, latest_records(root), cfg.overwrite)
             return _read_only_run(cfg, root, mine, started)
-        run_id = new_run_id()
-        record = run_record(cfg, run_id, extractor.identity())
         report = _open_report(cfg, root, started, run_id, record)
         store = _open_store(cfg, root, run_id, record)
         held.callback(_close_store, store)
@@ -168,9 +169,11 @@ def _read_only_run(cfg: ExtractionConfig, root: str, mine, started: float) -> Ru
         store.close()
     missing = [path for path, _, done in present if done is None]
     if missing:
+        one = len(missing) == 1
         raise InputError(f"output_path: {root} is read-only and {len(missing)} video"
-                         f"{' is' if len(missing) == 1 else 's are'} of this shard not done "
-                         f"(first: {missing[0]}); make it writable or choose another folder")
+                         f"{'' if one else 's'} of this shard {'is' if one else 'are'} not "
+                         f"done (first: {missing[0]}); make it writable or choose another "
+                         "folder")
     log.warning("output_path: %s is read-only; every video of this shard is done there, "
                 "nothing is written", root)
     report = RunReport(started=started)
