@@ -28,7 +28,7 @@ def test_conda_env_mirrors_pyproject():
     pip_reqs = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert sorted(pip_reqs) == sorted(declared)
     assert {_name(r) for r in declared} == {"torch", "torchvision", "hydra-core", "omegaconf",
-                                            "av", "numpy", "tqdm"}
+                                            "av", "numpy", "tqdm", "h5py"}
 
 
 def test_layout_and_license():
