@@ -10,9 +10,11 @@
         <key>              one dataset per key, as extracted: features float32 (Tv, width),
                            timestamps_ms float64 (Tv, 2), fps float64 scalar
 
-Datasets are stored contiguous and uncompressed: measured on S3D features (README, "HDF5
-output"), gzip and lzf with the shuffle filter save too little to pay for the time, and a
-contiguous dataset reads with one seek.  A group is a video when it has a ``video_path``
+Feature datasets (float32, Tv x width) are stored with the shuffle filter and deflate (gzip
+level 4), one chunk per video: chosen by measurement (``benchmarks/bench_h5.py``: on S3D
+features of seeded random weights, about half the bytes, with writing a few ms per MB
+slower and reading faster; deflate is in every HDF5 build, unlike lzf).  Timestamps and fps
+are stored as they are.  A group is a video when it has a ``video_path``
 attribute; a video's group may also hold the groups of videos in a folder of the same name
 (mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
 """
@@ -26,8 +28,12 @@ FORMAT = "s3d-video-features/h5/1"
 VIDEO_ATTR = "video_path"
 RUN_ATTR = "run"
 RUN_PREFIX = "run:"
-# dense attribute storage (HDF5 >= 1.8): any number of run records on the root group
-LIBVER = ("v108", "latest")
+# features: shuffle + deflate (every HDF5 build reads it), a chunk per video up to 4096 stacks
+FEATURE_FILTER = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+CHUNK_ROWS = 4096
+# HDF5 >= 1.10 formats: dense attribute storage (any number of run records on the root
+# group) and a single-chunk index for a feature dataset (no B-tree per video)
+LIBVER = ("v110", "latest")
 
 
 def h5_name(feature_type: str, shard: int, num_shards: int) -> str:
@@ -62,7 +68,12 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
     if run:
         group.attrs[RUN_ATTR] = run
     for key, value in arrays.items():
-        group.create_dataset(key, data=np.asarray(value))
+        value = np.asarray(value)
+        if value.ndim == 2 and value.dtype == np.float32 and value.size:
+            group.create_dataset(key, data=value, chunks=(min(len(value), CHUNK_ROWS),
+                                                          value.shape[1]), **FEATURE_FILTER)
+        else:
+            group.create_dataset(key, data=value)
 
 
 def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> None:
