@@ -107,6 +107,13 @@ def test_a_pattern_with_double_star(tree):
         tree, "m/linked.mp4", "z/x.AVI", "z/y/deep.webm")  # a trailing ** is the folder
 
 
+def test_a_pattern_with_a_wildcard_in_its_first_folder(tmp_path):
+    wanted = touch(tmp_path, "v/a.mp4")
+    first, rest = str(tmp_path).lstrip(os.sep).split(os.sep, 1)
+    pattern = os.path.join(os.sep, first[:-1] + "?", rest, "v", "*.mp4")  # /tm?/...: from /
+    assert collect_paths(pattern, None) == wanted
+
+
 def test_a_relative_pattern_under_a_working_directory_with_glob_characters(tmp_path,
                                                                            monkeypatch):
     project = tmp_path / "[proj] *"

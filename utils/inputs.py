@@ -181,10 +181,12 @@ def _extensions_note() -> str:
 def _expand_pattern(raw: str) -> List[str]:
     """The files a pattern (with at least one glob character once normalised) gives (see
     ``expand_entry``), sorted."""
-    parts = os.path.normpath(raw).split(os.sep)
+    norm = os.path.normpath(raw)
+    parts = norm.split(os.sep)
     literal = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     # the leading literal folders, and the working directory, are never matched as patterns
-    base = os.path.normpath(absolute_path(os.sep.join(parts[:literal]) or os.curdir))
+    start = os.sep.join(parts[:literal]) or (os.sep if os.path.isabs(norm) else os.curdir)
+    base = os.path.normpath(absolute_path(start))
     shown = shown_path(os.path.join(base, *parts[literal:]))
     if not os.path.isdir(base):
         raise _NoVideo(f"{shown} matches no file or folder")
