@@ -323,9 +323,12 @@ class ExtractorOptions(_Validated):
 class ExtractionConfig(ExtractorOptions):
     """The command line's options: the extractor's, plus inputs, sink and sharding."""
 
-    video_paths: Any = option(None, "one path or a list: \"[a.mp4, b.mkv]\"")
+    video_paths: Any = option(None, "one path or a list: \"[a.mp4, b.mkv]\"; a folder stands "
+                              "for its video files (any depth, by extension, sorted), a glob "
+                              "pattern ('/data/**/*.mp4') for what it matches")
     file_with_video_paths: Optional[str] = option(
-        None, "a text file, one path a line (or a failed.jsonl / manifest to retry)")
+        None, "a text file, one path a line (or a failed.jsonl / manifest to retry); a line "
+        "may be a folder or a glob pattern, as in video_paths")
     on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy), "
                                          "save_pickle (.pkl) or save_h5 (one HDF5 file a shard)")
     output_path: str = option("./output", "features go to "
