@@ -8,7 +8,7 @@ from batch_helpers import run_cli
 from utils.cli import compose_config, preflight
 
 BAD = [
-    (["on_extraction=save_npz"], "on_extraction: Invalid value 'save_npz', expected one of [print, save_numpy, save_pickle]"),
+    (["on_extraction=save_npz"], "on_extraction: Invalid value 'save_npz', expected one of [print, save_numpy, save_pickle, save_h5]"),
     (["video_paths=a.mp4", "stack_size=-3"], "stack_size: -3 is below the network's minimum; expected an integer >= 13"),
     (["video_paths=a.mp4", "stack_size=12"], "stack_size: 12 is below the network's minimum; expected an integer >= 13"),
     (["video_paths=a.mp4", "stack_size=abc"], "stack_size: Value 'abc' of type 'str' could not be converted to Integer"),
