@@ -54,10 +54,21 @@ def check_file(f, path: str) -> None:
 
 def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
                 run: Optional[str]) -> None:
-    """The video's group (replacing one of the same name), one dataset per key."""
-    if name in f:
-        del f[name]
-    group = f.create_group(name)
+    """The video's group, one dataset per key.  A group of that name already there (the video
+    written before, or the folder of videos ``<name>/...`` in the mirror layout) keeps its
+    groups: only its datasets and attributes are replaced."""
+    group = f.get(name)
+    if isinstance(group, h5py.Group):
+        for key in list(group):
+            link = group.get(key, getlink=True)
+            if not (isinstance(link, h5py.HardLink) and isinstance(group[key], h5py.Group)):
+                del group[key]
+        for attr in list(group.attrs):
+            del group.attrs[attr]
+    else:
+        if name in f:
+            del f[name]
+        group = f.create_group(name)
     group.attrs[VIDEO_ATTR] = video_path
     if run:
         group.attrs[RUN_ATTR] = run
