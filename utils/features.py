@@ -162,7 +162,8 @@ def _ordered(found, keys: Sequence[str]) -> List[str]:
 
 def _read_file(path: str, mmap: bool) -> np.ndarray:
     try:
-        return np.asarray(serialization.load_output(path, mmap=mmap))
+        value = serialization.load_output(path, mmap=mmap)
+        return value if isinstance(value, np.ndarray) else np.asarray(value)  # memmap kept
     except Exception as e:  # noqa: BLE001 - a garbled pickle can raise almost anything
         raise OutputError(f"{path}: cannot be read ({one_line(e)})") from None
 
