@@ -314,6 +314,8 @@ def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path
     assert len(err) == 1 and err[0].startswith("error: video ") and "is in two files" in err[0]
     assert str(dup) in err[0] and str(shards / "s3d-0-of-2.h5") in err[0]
     assert os.listdir(tmp_path) == ["dup.h5"]
+    assert main(["merge", str(out), str(dup), str(dup)]) == 2
+    assert capsys.readouterr().err == f"error: {dup} is given twice ({dup})\n"
 
     out.write_bytes(b"keep me")
     assert main(["pack", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
