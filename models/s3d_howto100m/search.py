@@ -14,9 +14,11 @@ query's.  The ``top_k`` best stacks of all videos are printed, best first: score
 seconds, video (``--json``: one JSON object per line, ``path``, ``start_ms``, ``end_ms``,
 ``score``).
 
-Outputs are read through ``read_output(path)`` alone, one reader per file format
-(``READERS``); ``.pkl`` files are unpickled with ``utils.safe_pickle`` (numpy arrays only,
-never code).  A video whose files are missing or unreadable is skipped with a warning.
+Outputs are read through ``utils.features.load`` (the one reader of every format: ``.npy``,
+``.pkl`` unpickled with the restricted unpickler, numpy arrays only, never code, and the
+shards' ``.h5`` files of ``on_extraction=save_h5``); each manifest record's ``outputs`` say
+which format and output name hold the video.  A video whose outputs are missing, incomplete
+or unreadable is skipped with a warning.
 Exit status: 0 with results, 2 when nothing can be searched (no manifest, no readable
 output) or the model's files cannot be loaded.
 """
@@ -26,7 +28,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -35,34 +37,12 @@ from models.s3d_howto100m.network import EMBEDDING_DIM
 from models.s3d_howto100m.weights import load_text_encoder
 from utils.console import setup_logging
 from utils.errors import WeightsError, one_line
+from utils.features import Features, load, locate
 from utils.manifests import find_manifests, read_records
-from utils.safe_pickle import restricted_load
 
 log = logging.getLogger(__name__)
 
 SEARCHABLE = ("done", "skipped")  # manifest statuses whose outputs are complete
-
-
-def _read_npy(path: str) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
-
-
-def _read_pkl(path: str) -> np.ndarray:
-    with open(path, "rb") as f:
-        return np.asarray(restricted_load(f))
-
-
-READERS: Dict[str, Callable[[str], np.ndarray]] = {".npy": _read_npy, ".pkl": _read_pkl}
-
-
-def read_output(path: str) -> np.ndarray:
-    """One output file's array, whatever format the tool wrote it in (``READERS``)."""
-    ext = os.path.splitext(path)[1]
-    reader = READERS.get(ext)
-    if reader is None:
-        raise ValueError(f"no reader for {ext or 'files without an extension'} outputs "
-                         f"(known: {', '.join(READERS)})")
-    return reader(path)
 
 
 def feature_folder(output_path: str) -> str:
@@ -99,15 +79,47 @@ def latest_records(folder: str) -> Dict[str, dict]:
     return records
 
 
-def _video(folder: str, record: dict) -> Video:
-    outputs = record.get("outputs")
-    if not isinstance(outputs, dict) or EMBEDDING_KEY not in outputs \
-            or "timestamps_ms" not in outputs:
+class _Outputs:
+    """The folder's outputs, one ``utils.features`` mapping per format, loaded when first
+    needed (a folder may hold .npy files of one run and .h5 files of another)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.loaded: Dict[str, object] = {}
+
+    def get(self, fmt: str) -> Features:
+        if fmt not in self.loaded:
+            try:
+                self.loaded[fmt] = load(self.folder, format=fmt, feature_type=FEATURE_TYPE)
+            except ValueError as e:  # no such outputs: every video of that format is skipped
+                self.loaded[fmt] = e
+        found = self.loaded[fmt]
+        if isinstance(found, Exception):
+            raise found
+        return found  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for found in self.loaded.values():
+            if isinstance(found, Features):
+                found.close()
+
+
+def _video(outputs: _Outputs, record: dict) -> Video:
+    named = record.get("outputs")
+    if not isinstance(named, dict) or EMBEDDING_KEY not in named \
+            or "timestamps_ms" not in named:
         raise ValueError(f"its manifest record names no {EMBEDDING_KEY} and timestamps_ms "
                          f"files (not an {FEATURE_TYPE} output?)")
-    files = {key: os.path.join(folder, str(outputs[key]))  # relative: to the manifest's folder
-             for key in (EMBEDDING_KEY, "timestamps_ms")}
-    embedding, stamps = (read_output(files[key]) for key in (EMBEDDING_KEY, "timestamps_ms"))
+    location = str(named[EMBEDDING_KEY])
+    found = locate(outputs.folder, location)  # relative: to the manifest's folder
+    if found is None:
+        raise ValueError(f"{location} is not an output in {outputs.folder}")
+    fmt, name = found
+    features = outputs.get(fmt)
+    if name not in features:
+        raise ValueError(f"{features.source} holds no complete {fmt} outputs named {name!r}")
+    arrays = features.read(name, (EMBEDDING_KEY, "timestamps_ms"))
+    embedding, stamps = arrays[EMBEDDING_KEY], arrays["timestamps_ms"]
     if embedding.ndim != 2 or embedding.shape[1] != EMBEDDING_DIM or stamps.ndim != 2 \
             or stamps.shape != (embedding.shape[0], 2):
         raise ValueError(f"{EMBEDDING_KEY} {embedding.shape} and timestamps_ms {stamps.shape} "
@@ -118,15 +130,20 @@ def _video(folder: str, record: dict) -> Video:
 def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator[Video]:
     """Every searchable video of the folder's manifests; unreadable ones are logged (and their
     paths appended to ``skipped``)."""
-    for path, record in latest_records(folder).items():
-        if record.get("status") not in SEARCHABLE:
-            continue
-        try:
-            yield _video(folder, record)
-        except Exception as e:  # noqa: BLE001 -- a damaged file (any reader's error) skips one video
-            log.warning("%s: skipped: %s", path, one_line(getattr(e, "strerror", None) or e, 300))
-            if skipped is not None:
-                skipped.append(path)
+    outputs = _Outputs(folder)
+    try:
+        for path, record in latest_records(folder).items():
+            if record.get("status") not in SEARCHABLE:
+                continue
+            try:
+                yield _video(outputs, record)
+            except Exception as e:  # noqa: BLE001 -- a damaged file (any reader's error) skips one video
+                log.warning("%s: skipped: %s", path,
+                            one_line(getattr(e, "strerror", None) or e, 300))
+                if skipped is not None:
+                    skipped.append(path)
+    finally:
+        outputs.close()
 
 
 def search(videos: Iterator[Video], query: np.ndarray, top_k: int) -> List[Hit]:
@@ -180,8 +197,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = feature_folder(args.output_path)
     if not find_manifests(folder):
         print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} (manifests are "
-              f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy "
-              "or save_pickle)", file=sys.stderr)
+              f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy, "
+              "save_pickle or save_h5)", file=sys.stderr)
         return 2
     try:
         encoder, _, _ = load_text_encoder(args.weights_path, args.dict_path)

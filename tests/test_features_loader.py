@@ -1,0 +1,374 @@
+"""utils.features: one loader for .npy, .pkl and .h5 outputs (lazy), summary, pack and merge.
+
+Outputs are made in-process by ``utils.batch_run.run`` with a double that returns seeded
+arrays (no network), in both output layouts; every value read back is compared with what the
+double returned, dtype included."""
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import zlib
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from batch_helpers import REPO, ExtractorDouble, make_cfg
+from utils import features as features_module
+from utils import h5_format, serialization
+from utils.batch_run import run
+from utils.config import FEATURE_TYPES
+from utils.features import OutputError, load, main, merge, pack, summarize
+from utils.h5_store import H5Store, journal_path
+
+PATHS = ["/in/a/b.mp4", "/in/a.mp4", "/in/c/d/e.mp4", "/in/f.mp4"]
+NAMES = {"flat": ["b", "a", "e", "f"], "mirror": ["a/b", "a", "c/d/e", "f"]}
+SINKS = ("save_numpy", "save_pickle", "save_h5")
+
+
+class Seeded(ExtractorDouble):
+    """Seeded arrays per path (1 to 3 stacks), remembered in ``returned``."""
+
+    device, labels = torch.device("cpu"), []
+
+    def __init__(self, feature_type="s3d"):
+        self.spec = FEATURE_TYPES[feature_type]
+        self.returned = {}
+
+    def extract(self, path, with_logits=False):
+        seed = zlib.crc32(path.encode())
+        rng = np.random.default_rng(seed)
+        tv = 1 + seed % 3
+        arrays = {key: rng.standard_normal((tv, width)).astype(np.float32)
+                  for key, width in self.spec.features}
+        arrays["timestamps_ms"] = np.arange(2 * tv, dtype=np.float64).reshape(tv, 2) * 400.0
+        arrays["fps"] = np.float64(10 + seed % 7)
+        self.returned[path] = arrays
+        return {k: v.copy() for k, v in arrays.items()}
+
+
+def _run(out, sink, layout, feature_type="s3d", double=None, **kw):
+    double = double or Seeded(feature_type)
+    report = run(make_cfg(PATHS, str(out), on_extraction=sink, output_layout=layout,
+                          input_root="/in", feature_type=feature_type, **kw), double)
+    assert report.done == len([p for i, p in enumerate(PATHS)
+                               if i % kw.get("num_shards", 1) == kw.get("shard", 0)])
+    return double
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Every sink in both layouts, and save_h5 in two shards: {(sink, layout): output_path}."""
+    base = tmp_path_factory.mktemp("features")
+    double = Seeded()
+    outs = {}
+    for layout in NAMES:
+        for sink in SINKS:
+            outs[sink, layout] = base / f"{sink}-{layout}"
+            _run(outs[sink, layout], sink, layout, double=double)
+        outs["shards", layout] = base / f"shards-{layout}"
+        for shard in (0, 1):
+            _run(outs["shards", layout], "save_h5", layout, double=double, num_shards=2,
+                 shard=shard)
+    return {"outs": outs, "returned": double.returned}
+
+
+def expected(made, layout):
+    return {name: made["returned"][path] for name, path in zip(NAMES[layout], PATHS)}
+
+
+def assert_same(got, want):
+    assert list(got) == list(want)
+    for key, value in want.items():
+        assert np.array_equal(got[key], value), key
+        assert got[key].dtype == value.dtype and isinstance(got[key], np.ndarray), key
+
+
+def assert_features_equal(features, want):
+    assert sorted(features) == sorted(want) and len(features) == len(want)
+    for name in want:
+        assert_same(features[name], want[name])
+
+
+# -- the loader ---------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", sorted(NAMES))
+@pytest.mark.parametrize("sink", SINKS + ("shards",))
+def test_loader_reads_every_format_and_layout(made, sink, layout):
+    out = made["outs"][sink, layout]
+    want = expected(made, layout)
+    for path in (out, out / "s3d"):  # the output_path, or its network folder
+        with load(str(path)) as features:
+            assert features.format == {"save_numpy": "npy", "save_pickle": "pkl"}.get(sink, "h5")
+            assert features.feature_type == "s3d" and features.incomplete == []
+            assert_features_equal(features, want)
+            for name, video in zip(NAMES[layout], PATHS):
+                assert features.video_path(name) == video  # .h5 attribute, or manifests
+                assert features.run(name) in features.runs()
+    if sink in ("save_h5", "shards"):  # one file alone
+        [first] = [p for p in sorted(os.listdir(out / "s3d")) if p.endswith("-0-of-2.h5")
+                   or p.endswith("-0-of-1.h5")]
+        with load(str(out / "s3d" / first)) as one:
+            assert set(one) <= set(want) and len(one) >= 2
+            for name in one:
+                assert_same(one[name], want[name])
+
+
+def test_listing_reads_no_array(made, monkeypatch):
+    def no(*args, **kwargs):
+        raise AssertionError("an array was read")
+
+    monkeypatch.setattr(serialization, "load_output", no)
+    monkeypatch.setattr(h5_format, "read_video", no)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", no)
+    for sink in SINKS + ("shards",):
+        with load(str(made["outs"][sink, "mirror"])) as features:
+            assert sorted(features) == sorted(NAMES["mirror"]) and "c/d/e" in features
+            assert "c/d" not in features and len(features) == 4
+            with pytest.raises((AssertionError, OutputError), match="an array was read"):
+                features["a"]  # the value is what reads
+
+
+def test_npy_memory_mapped(made):
+    with load(str(made["outs"]["save_numpy", "flat"]), mmap=True) as features:
+        video = features["e"]
+        assert isinstance(video["s3d"], np.memmap)
+        assert_same({k: np.asarray(v) for k, v in video.items()}, expected(made, "flat")["e"])
+
+
+def test_incomplete_set_left_out_with_a_warning(made, tmp_path, caplog):
+    folder = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "mirror"] / "s3d", folder)
+    os.remove(folder / "c" / "d" / "e_fps.npy")
+    (folder / "c" / "d" / ".e_fps.npy.0123abcd.tmp").write_bytes(b"partial")  # a temporary
+    (folder / ".hidden_s3d.npy").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        features = load(str(folder))
+    assert sorted(features) == ["a", "a/b", "f"] and features.incomplete == ["c/d/e"]
+    assert "1 video lacks key files" in caplog.text and "c/d/e, without fps" in caplog.text
+
+
+def test_crafted_pickle_is_refused_not_run(made, tmp_path):
+    folder = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_pickle", "flat"] / "s3d", folder)
+    marker = tmp_path / "MARKER"
+    evil = folder / "e_timestamps_ms.pkl"
+    evil.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    (folder / "f_s3d.pkl").write_bytes(pickle.dumps({"not": "an array"}))
+    features = load(str(folder))
+    with pytest.raises(OutputError, match=f"{evil}: cannot be read \\(refused to load os.system"):
+        features["e"]
+    with pytest.raises(OutputError, match="f_s3d.pkl: cannot be read \\(expected a numpy array"):
+        features["f"]
+    assert not marker.exists()
+    assert_same(features["a"], expected(made, "flat")["a"])  # the others still read
+
+
+def test_damaged_files_are_one_clear_error(made, tmp_path):
+    folder = tmp_path / "npy" / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", folder)
+    with open(folder / "b_s3d.npy", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(OutputError, match="b_s3d.npy: cannot be read"):
+        load(str(folder))["b"]
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an HDF5 file at all" * 10)
+    with pytest.raises(OutputError, match=f"{bad}: not a readable HDF5 file"):
+        load(str(bad))
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(OutputError, match="not a features file of this tool"):
+        load(str(foreign))
+    with pytest.raises(OutputError, match="no such file or folder"):
+        load(str(tmp_path / "nowhere"))
+
+
+def test_mixed_formats_need_a_choice(made, tmp_path):
+    folder = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", folder)
+    shutil.copy(made["outs"]["save_h5", "flat"] / "s3d" / "s3d-0-of-1.h5", folder)
+    with pytest.raises(OutputError, match="holds outputs of 2 formats \\(12 .npy, 1 .h5 files\\)"):
+        load(str(folder))
+    for fmt in ("npy", "h5"):
+        with load(str(folder), format=fmt) as features:
+            assert features.format == fmt
+            assert_features_equal(features, expected(made, "flat"))
+
+
+def test_video_in_two_shard_files_is_an_error_naming_both(made, tmp_path):
+    folder = tmp_path / "s3d"
+    folder.mkdir()
+    shards = made["outs"]["shards", "mirror"] / "s3d"
+    one = made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5"
+    shutil.copy(shards / "s3d-1-of-2.h5", folder)
+    shutil.copy(one, folder)
+    with pytest.raises(OutputError) as info:
+        load(str(folder))
+    assert "is in two files" in str(info.value)
+    assert str(folder / "s3d-0-of-1.h5") in str(info.value)
+    assert str(folder / "s3d-1-of-2.h5") in str(info.value)
+
+
+def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
+    root = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
+    spec = FEATURE_TYPES["s3d"]
+    store = H5Store(str(root), "s3d", 0, 1, spec.keys, spec.features, "later-run", {})
+    extra = Seeded().extract("/in/g.mp4")
+    try:
+        store.write("g", extra, "/in/g.mp4")  # in the journal, not in the file yet
+        assert os.path.exists(journal_path(store.path))
+        with caplog.at_level(logging.WARNING), load(str(root)) as features:
+            assert "g" not in features and len(features) == 4
+        assert f"{journal_path(store.path)}: 1 video finished after the last checkpoint" \
+            in caplog.text and "run again folds them" in caplog.text
+    finally:
+        store.close()
+    with load(str(root)) as features:  # folded
+        assert_same(features["g"], extra)
+
+
+def test_video_names_equal_video_groups_and_skip_links(made, tmp_path):
+    path = tmp_path / "x.h5"
+    shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", path)
+    with h5py.File(path, "r+") as f:
+        f["c/link"] = h5py.SoftLink("/a")
+        f["hard"] = f["a/b"]  # a second hard link: a second name of the same video
+    with h5py.File(path, "r") as f:
+        names = list(h5_format.video_names(f, features_module.ALL_KEYS))
+        assert names == [n for n, _ in h5_format.video_groups(f)]
+        assert names == ["a", "a/b", "c/d/e", "f", "hard"]
+
+
+# -- summary, pack, merge -------------------------------------------------------------------
+def test_summary_numbers(made):
+    want = expected(made, "mirror")
+    stacks = sum(v["timestamps_ms"].shape[0] for v in want.values())
+    for sink in SINKS + ("shards",):
+        with load(str(made["outs"][sink, "mirror"])) as features:
+            s = summarize(features)
+        assert (s["videos"], s["stacks"], s["feature_type"]) == (4, stacks, "s3d")
+        assert s["keys"] == {
+            "s3d": [{"shape": "(Tv, 1024)", "dtype": "float32", "videos": 4}],
+            "timestamps_ms": [{"shape": "(Tv, 2)", "dtype": "float64", "videos": 4}],
+            "fps": [{"shape": "()", "dtype": "float64", "videos": 4}]}
+
+
+@pytest.mark.parametrize("layout", sorted(NAMES))
+def test_pack_equals_a_direct_h5_run(made, tmp_path, layout):
+    out = tmp_path / "packed.h5"
+    assert pack(str(made["outs"]["save_numpy", layout]), str(out)) == (4, 0)
+    direct = made["outs"]["save_h5", layout] / "s3d" / "s3d-0-of-1.h5"
+    with load(str(out)) as packed, load(str(direct)) as one:
+        assert sorted(packed) == sorted(one)
+        for name in one:
+            assert_same(packed[name], one[name])
+            assert packed.video_path(name) == one.video_path(name)
+        npy_runs = load(str(made["outs"]["save_numpy", layout])).runs()
+        assert packed.runs() == npy_runs and packed.run("a") in npy_runs
+    with h5py.File(out, "r") as f:
+        assert f.attrs["format"] == h5_format.FORMAT and f.attrs["feature_type"] == "s3d"
+    assert os.listdir(tmp_path) == ["packed.h5"]  # no temporary left
+
+
+def test_pack_leaves_out_incomplete_sets(made, tmp_path, capsys, caplog, restore_logging):
+    folder = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_pickle", "flat"] / "s3d", folder)
+    os.remove(folder / "e_s3d.pkl")
+    (folder / "f_s3d.pkl").write_bytes(b"garbled")
+    out = tmp_path / "p.h5"
+    assert main(["pack", str(folder), str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"{out}: 2 videos packed; 2 incomplete sets left out" in captured.out
+    assert caplog.text.count("incomplete or unreadable output set") == 2
+    with load(str(out)) as packed:
+        assert sorted(packed) == ["a", "b"]
+        assert_same(packed["b"], expected(made, "flat")["b"])
+
+
+def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
+    shards = made["outs"]["shards", "mirror"] / "s3d"
+    out = tmp_path / "merged.h5"
+    inputs = [str(shards / "s3d-0-of-2.h5"), str(shards / "s3d-1-of-2.h5")]
+    assert merge(str(out), inputs) == 4
+    with load(str(out)) as merged, load(str(made["outs"]["save_h5", "mirror"])) as one:
+        assert_features_equal(merged, {n: one[n] for n in one})
+        for name in one:
+            assert merged.video_path(name) == one.video_path(name)
+        assert len(merged.runs()) == 2  # both shards' runs
+        assert merged.runs() == load(str(shards)).runs()
+
+
+def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path, capsys,
+                                                                   monkeypatch, restore_logging):
+    shards = made["outs"]["shards", "flat"] / "s3d"
+    dup = tmp_path / "dup.h5"
+    shutil.copy(shards / "s3d-0-of-2.h5", dup)
+    out = tmp_path / "out.h5"
+    assert main(["merge", str(out), str(shards / "s3d-0-of-2.h5"), str(dup)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: video ") and "is in two files" in err[0]
+    assert str(dup) in err[0] and str(shards / "s3d-0-of-2.h5") in err[0]
+    assert os.listdir(tmp_path) == ["dup.h5"]
+    assert main(["merge", str(out), str(dup), str(dup)]) == 2
+    assert capsys.readouterr().err == f"error: {dup} is given twice ({dup})\n"
+
+    out.write_bytes(b"keep me")
+    assert main(["pack", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {out} exists; --force replaces it\n"
+    assert out.read_bytes() == b"keep me"
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    real = h5_format.write_video
+    monkeypatch.setattr(h5_format, "write_video", failing)
+    assert main(["pack", "--force", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
+    assert capsys.readouterr().err == "error: No space left on device\n"
+    assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["dup.h5", "out.h5"]
+
+
+def test_the_command_line(made, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "utils.features", *args], cwd=str(tmp_path),
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    out = tmp_path / "all.h5"
+    proc = cli("pack", str(made["outs"]["save_numpy", "mirror"] / "s3d"), str(out))
+    assert (proc.returncode, proc.stdout) == (0, f"{out}: 4 videos packed\n"), proc.stderr
+    proc = cli("summary", str(out))
+    want = expected(made, "mirror")
+    stacks = sum(v["timestamps_ms"].shape[0] for v in want.values())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1:] == [
+        "videos: 4", f"stacks: {stacks} (Tv summed over the videos)", "keys:",
+        "  s3d: (Tv, 1024) float32", "  timestamps_ms: (Tv, 2) float64", "  fps: () float64"]
+    proc = cli("summary", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_search_reads_h5_outputs(tmp_path):
+    """models.s3d_howto100m.search finds its videos in the .h5 of save_h5 as in .npy files."""
+    from models.s3d_howto100m import search
+
+    for sink in ("save_h5", "save_numpy"):
+        double = _run(tmp_path / sink, sink, "mirror", feature_type="s3d_howto100m",
+                      stack_size=32)
+        videos = list(search.indexed_videos(str(tmp_path / sink / "s3d_howto100m")))
+        assert [v.path for v in videos] == PATHS
+        for v in videos:
+            assert_same({"e": v.embedding, "t": v.timestamps_ms},
+                        {"e": double.returned[v.path]["video_embedding"],
+                         "t": double.returned[v.path]["timestamps_ms"]})
