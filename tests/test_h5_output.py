@@ -310,3 +310,23 @@ def test_a_read_only_folder_holding_every_video_reports_them_skipped(read_only_m
 def run_cli_quiet(args, cwd):
     from batch_helpers import run_cli
     return run_cli(args, cwd=cwd)
+
+
+def test_resharding_a_folder_redoes_nothing(tmp_path):
+    """Videos in the file of a run with another num_shards count as done (they stay there):
+    re-sharding never extracts a video twice nor stores it in two files."""
+    paths = _paths(tmp_path, ["p", "q", "r"])
+    out = str(tmp_path / "out")
+    root = os.path.join(out, "s3d")
+    run(make_cfg(paths[:2], out, on_extraction="save_h5"), _Table({"p": 1.0, "q": 2.0}))
+    table = _Table({"p": 1.0, "q": 2.0, "r": 3.0})
+    for shard in (0, 1):
+        report = run(make_cfg(paths, out, on_extraction="save_h5", shard=shard, num_shards=2),
+                     table)
+        assert report.num_failed == 0
+    assert table.calls == ["r.mp4"]
+    assert sorted(h5_videos(os.path.join(root, H5))) == ["p", "q"]
+    assert sorted(h5_videos(os.path.join(root, "s3d-0-of-2.h5"))) == ["r"]
+    skipped = read_jsonl(os.path.join(root, "manifest-1-of-2.jsonl"))
+    assert [(r["status"], r["outputs"]["s3d"]) for r in skipped] == [
+        ("skipped", os.path.join(root, H5) + "/q/s3d")]

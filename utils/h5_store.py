@@ -23,10 +23,11 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import struct
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -84,6 +85,18 @@ def _open_regular(path: str, flags: int) -> int:
     return fd
 
 
+def _other_shard_files(root: str, feature_type: str, num_shards: int) -> List[str]:
+    """The shard files of runs with another ``num_shards`` in ``root`` (regular files only)."""
+    pattern = re.compile(rf"^{re.escape(feature_type)}-(\d+)-of-(\d+)\.h5$")
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            match = pattern.match(entry.name)
+            if match and int(match[2]) != num_shards and entry.is_file(follow_symlinks=False):
+                found.append(entry.path)
+    return found
+
+
 def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
     """The journal's records in order, up to the first incomplete or damaged one (a write cut
     short by a kill: logged and ignored)."""
@@ -130,7 +143,6 @@ class H5Store:
         self.record = record
         self._fd: Optional[int] = None  # the journal, open for appending
         self._journal_bytes = 0
-        self._reader: Optional[h5py.File] = None
         if writable:
             os.makedirs(root, exist_ok=True)
             remove_temporaries([self.path], find_temporaries(root))  # a killed checkpoint's
@@ -140,32 +152,54 @@ class H5Store:
                                  "folder or a special file); move it away")
         if writable:
             self.checkpoint()
-        if os.path.exists(self.path):
-            try:
-                self._reader = h5py.File(self.path, "r")
-                h5_format.check_file(self._reader, self.path)
-            except (OSError, ValueError) as e:
-                raise InputError(f"output_path: cannot read {self.path} ({e}); move it away "
-                                 "to start the shard's file anew") from None
+        self._readers = [self._open_reader(self.path, own=True)] + [
+            self._open_reader(path, own=False) for path in _other_shard_files(
+                root, feature_type, num_shards)]
+        self._readers = [r for r in self._readers if r is not None]
+        self._found: Dict[str, str] = {}  # video -> the file holding it, when not ours
+
+    @staticmethod
+    def _open_reader(path: str, own: bool) -> Optional[h5py.File]:
+        if not os.path.exists(path):
+            return None
+        try:
+            reader = h5py.File(path, "r")
+            h5_format.check_file(reader, path)
+            return reader
+        except (OSError, ValueError) as e:
+            if own:
+                raise InputError(f"output_path: cannot read {path} ({e}); move it away to "
+                                 "start the shard's file anew") from None
+            log.warning("cannot read %s (%s); its videos are not counted as done", path, e)
+            return None
 
     # -- what batch_run asks ----------------------------------------------------------------
     def outputs(self, name: str) -> Dict[str, str]:
         """Where each key of the video lands: ``<file>.h5/<name>/<key>`` (for manifests)."""
-        return {key: f"{self.path}/{name}/{key}" for key in self.keys}
+        where = self._found.get(name, self.path)
+        return {key: f"{where}/{name}/{key}" for key in self.keys}
 
     def claim(self, name: str) -> str:
         """Nothing to prepare: a video's group lives inside the file."""
         return ""
 
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
-        """``(Tv, seconds)`` when the file holds the video whole (as of the last checkpoint)."""
-        group = h5_format.video_group(self._reader, name) if self._reader else None
-        if group is None:
-            return None
-        try:
-            return arrays_complete(group, self.features)
-        except (OSError, KeyError, ValueError):
-            return None
+        """``(Tv, seconds)`` when the shard's file (as of its last checkpoint) holds the video
+        whole, or the file of a run with another ``num_shards`` does (re-sharding a folder
+        redoes nothing; the video stays where it is)."""
+        for reader in self._readers:
+            group = h5_format.video_group(reader, name)
+            if group is None:
+                continue
+            try:
+                done = arrays_complete(group, self.features)
+            except (OSError, KeyError, ValueError):
+                done = None
+            if done is not None:
+                if reader.filename != self.path:
+                    self._found[name] = reader.filename
+                return done
+        return None
 
     def write(self, name: str, arrays: Mapping[str, np.ndarray], video_path: str) -> None:
         """Append the video to the journal (fsynced): from here on it is done.  ``OSError``
@@ -184,9 +218,9 @@ class H5Store:
             if self.writable:
                 self.checkpoint()
         finally:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            for reader in self._readers:
+                reader.close()
+            self._readers = []
 
     # -- the journal -----------------------------------------------------------------------
     def _start_journal(self) -> None:
