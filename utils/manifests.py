@@ -242,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if not summary.manifests:
         print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {summary.folder} "
-              "(manifests are written with on_extraction=save_numpy or save_pickle)", file=sys.stderr)
+              "(manifests are written with on_extraction=save_numpy, save_pickle or save_h5)",
+              file=sys.stderr)
         return 2
     print(json.dumps(summary.as_dict(), indent=1) if args.json else format_summary(summary))
     return 0 if summary.complete else 1
