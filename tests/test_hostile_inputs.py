@@ -55,7 +55,7 @@ def _memory_cap(limit: int):
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     d = tmp_path_factory.mktemp("shapes")
-    return {
+    found = {
         # 15 frames each: one stack of 13
         "wide": synth(str(d / "wide_16384x16.mp4"), seconds=0.6, size="16384x16"),
         "too_wide": synth(str(d / "too_wide_16384x2.mp4"), seconds=0.6, size="16384x2"),
@@ -63,6 +63,14 @@ def shapes(tmp_path_factory):
                          source="color", extra=["-preset", "ultrafast"]),
         "good": synth(str(d / "good.mp4"), seconds=0.6, size="64x48"),
     }
+    # raw H.264 joined with cat: its header (the first SPS) says 64x48, the second 8200x8200
+    small = synth(str(d / "small.h264"), seconds=0.6, size="64x48", extra=["-f", "h264"])
+    understated = d / "understated_64x48_then_8200x8200.h264"
+    with open(small, "rb") as f:
+        understated.write_bytes(f.read() + ffmpeg("-i", found["too_big"], "-c", "copy",
+                                                  "-f", "h264", "-"))
+    found["understated"] = str(understated)
+    return found
 
 
 def test_cropped_frames_own_their_memory(shapes):
@@ -78,25 +86,29 @@ def test_cropped_frames_own_their_memory(shapes):
 
 def test_frame_shape_does_not_decide_memory(shapes, random_checkpoint, random_model, tmp_path):
     """Under a 2 GiB cap on the process's data: the 16384x16 video gives its features (the
-    FFmpeg CLI's), the 16384x2 one (1.2 GB a resized frame) and the 8200x8200 one fail at
-    decode naming the size limit, and the good video decoded meanwhile is not harmed.
+    FFmpeg CLI's), the 16384x2 one (1.2 GB a resized frame), the 8200x8200 one and the one
+    whose header says 64x48 but whose stream goes on at 8200x8200 fail at decode naming the
+    size limit, and the good video decoded meanwhile is not harmed.
 
     Before the fix the 16384x16 video held 13 resized frames per stack (2 GB) and failed
     with "Cannot allocate memory" under this cap.
     """
     out = str(tmp_path / "out")
-    order = [shapes[k] for k in ("wide", "too_wide", "too_big", "good")]
+    order = [shapes[k] for k in ("wide", "too_wide", "too_big", "understated", "good")]
     proc = run_cli(cli_args(random_checkpoint, out, video_paths=order), cwd=str(tmp_path),
                    preexec_fn=_memory_cap(2 * GiB), env={"OMP_NUM_THREADS": "2"})
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     failed = _failed(out)
-    assert sorted(failed) == sorted([shapes["too_wide"], shapes["too_big"]])
-    for kind, size in (("too_wide", "16384x2 resized to 1835008x224"), ("too_big", "8200x8200")):
+    assert sorted(failed) == sorted([shapes[k] for k in ("too_wide", "too_big", "understated")])
+    for kind, size in (("too_wide", "16384x2 resized to 1835008x224"), ("too_big", "8200x8200"),
+                       ("understated", "8200x8200 (67.2 Mpixel)")):
         record = failed[shapes[kind]]
         assert record["stage"] == "decode", record
         assert size in record["message"] and "8192x8192" in record["message"], record
         assert "size limit" in record["message"], record
+    # its header said 64x48: the decoder's frame threads refuse the big picture silently
+    assert failed[shapes["understated"]]["message"].endswith("(the container announced 64x48)")
     root = os.path.join(out, "s3d")
     for kind, (width, height) in (("wide", (16384, 16)), ("good", (64, 48))):
         got = load_set(root, os.path.splitext(os.path.basename(shapes[kind]))[0])
