@@ -2,6 +2,7 @@
 shard) at a time, and never two ways of sharding one folder at once; nothing read or written
 through links or special files in the output folder."""
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -60,7 +61,7 @@ def test_which_runs_exclude_each_other(tmp_path, monkeypatch):
     """In one process too (``flock`` locks belong to the open file, not to the process):
     the same shard, or any shard of another num_shards, is refused while shard 0 of 2 is
     held; shard 1 of 2 is not; a refused attempt leaves the holder's locks held; leaving the
-    block releases them.  A run stopped inside the admission lock makes others give up."""
+    block releases them.  A ``runs`` folder that is a link is refused.  A run stopped inside the admission lock makes others give up."""
     root = str(tmp_path / "s3d")
     me = f"in use by another run (pid {os.getpid()} on {socket.gethostname()}) for shard 0 of 2"
     with shard_lock(root, 0, 2):
@@ -73,6 +74,15 @@ def test_which_runs_exclude_each_other(tmp_path, monkeypatch):
             assert me in str(info.value), (shard, num_shards, str(info.value))
     with shard_lock(root, 0, 3):
         pass
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = str(tmp_path / "linked")
+    os.makedirs(linked)
+    os.symlink(elsewhere, os.path.join(linked, "runs"))  # locks and run records sent out
+    with pytest.raises(InputError, match="runs is a link .*; nothing is written through it"):
+        with shard_lock(linked, 0, 1):
+            pass
+    assert os.listdir(elsewhere) == []
     monkeypatch.setattr(lock, "ADMISSION_WAIT_S", 0.05)
     with open(lock.admission_lock_path(root), "rb") as stopped:
         fcntl.flock(stopped, fcntl.LOCK_EX)
@@ -94,8 +104,14 @@ def test_links_and_special_files_in_the_output_folder_are_never_followed(random_
     elsewhere.mkdir()
     victim = elsewhere / "precious.txt"
     victim.write_text("keep me\n")
-    os.mkfifo(root / "manifest-0-of-1.jsonl")           # reading it would hang the run
+    listed = elsewhere / "listed.jsonl"  # a manifest line that, read, would skip video a
+    listed.write_text(json.dumps({"path": a, "status": "done"}) + "\n")
+    os.symlink(listed, root / "manifest-0-of-1.jsonl")  # would be read and overwritten
+    os.mkfifo(root / "manifest-0-of-2.jsonl")           # reading it would hang the run
+    os.symlink(elsewhere / "gone", root / "manifest-1-of-2.jsonl")  # crashed the run
     os.symlink(victim, root / "failed.jsonl")           # would be truncated and overwritten
+    (root / "runs").mkdir()
+    os.mkfifo(root / "runs" / "fifo.json")              # reading run records would hang
     os.mkfifo(root / "a_s3d.npy")                       # would hang the completeness check
     np.save(root / "a_timestamps_ms.npy", np.zeros((1, 2)))  # (the rest of the set is there)
     np.save(root / "a_fps.npy", np.float64(25))
@@ -104,7 +120,11 @@ def test_links_and_special_files_in_the_output_folder_are_never_followed(random_
                             output_layout="mirror", input_root=str(clips)),
                    cwd=str(tmp_path), timeout=180)
     assert proc.returncode == 1, proc.stderr
-    assert victim.read_text() == "keep me\n" and sorted(os.listdir(elsewhere)) == ["precious.txt"]
+    assert victim.read_text() == "keep me\n"
+    assert listed.read_text() == json.dumps({"path": a, "status": "done"}) + "\n"
+    assert sorted(os.listdir(elsewhere)) == ["listed.jsonl", "precious.txt"]
+    assert f"{root / 'manifest-0-of-1.jsonl'}: not read (Too many levels of symbolic links)" \
+        in proc.stderr
     [failed] = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED ")]
     assert failed.startswith(f"FAILED {b}: write: {root / 'sub'} leads out of output_path")
     for name in ("manifest-0-of-1.jsonl", "failed.jsonl", *(f"a_{k}.npy" for k in KEYS)):

@@ -90,6 +90,10 @@ def shard_lock(root: str, shard: int, num_shards: int) -> Iterator[None]:
     """Hold the locks of shard ``shard`` of ``num_shards`` on ``root`` for the block; a live
     run of the same shard, or of any shard with another ``num_shards``, is an ``InputError``
     (exit 2) naming its PID, host, shard and num_shards."""
+    folder = os.path.join(root, LOCK_FOLDER)
+    if os.path.islink(folder):  # the locks and run records would land where it leads
+        raise InputError(f"output_path: {folder} is a link (to {os.path.realpath(folder)}); "
+                         "nothing is written through it: remove it")
     held: List[int] = []
     try:
         with _admission(root):
