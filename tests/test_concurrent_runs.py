@@ -1,52 +1,94 @@
 """Issue 14, points 3 and 4, through the real command line: one run per (output folder,
-shard) at a time; nothing read or written through links or special files in the output
-folder."""
+shard) at a time, and never two ways of sharding one folder at once; nothing read or written
+through links or special files in the output folder."""
+import fcntl
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from batch_helpers import KEYS, MAIN, cli_args, read_jsonl, run_cli
+from batch_helpers import KEYS, REPO, cli_args, read_jsonl, run_cli
+from utils import lock
+from utils.errors import InputError
+from utils.lock import shard_lock
 from videos import synth
 
 
-def _wait_for_line(proc, text, timeout_lines=200) -> str:
-    """Read the process's stderr line by line until one holds ``text`` (or it ends)."""
-    seen = ""
-    for _ in range(timeout_lines):
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"never saw {text!r}; stderr so far:\n{seen}")
+# A process that holds the locks of a run (shard argv[2] of argv[3] on argv[1]) until killed.
+_HOLD = ("import sys, time\n"
+         "from utils.lock import shard_lock\n"
+         "with shard_lock(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])):\n"
+         "    print('held', flush=True)\n"
+         "    time.sleep(600)\n")
 
 
-def test_a_second_run_on_the_same_shard_is_refused_until_the_first_dies(random_checkpoint,
-                                                                         tmp_path):
-    videos = [synth(str(tmp_path / f"v{i}.mp4"), seconds=1.2, size="64x48") for i in range(6)]
+def test_runs_that_would_share_videos_are_refused_until_the_holder_dies(random_checkpoint,
+                                                                       tmp_path):
+    """Shard 0 of 2 is held: shard 0 of 3 (whose videos overlap it) exits 2 naming the
+    holder; shard 1 of 2 runs beside it; once the holder is killed with SIGKILL (the kernel
+    releases its locks, none is left stale) shard 0 of 3 runs."""
+    videos = [synth(str(tmp_path / f"v{i}.mp4"), seconds=0.6, size="64x48") for i in range(2)]
     out = tmp_path / "out"
     args = cli_args(random_checkpoint, str(out), video_paths=videos)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    first = subprocess.Popen([sys.executable, MAIN, *args], cwd=str(tmp_path), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out / "s3d"), "0", "2"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        _wait_for_line(first, "in this shard")  # logged once the lock is held
-        second = run_cli(args, cwd=str(tmp_path))
-        assert second.returncode == 2, second.stderr
-        [line] = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
-        assert f"in use by another run (pid {first.pid} on " in line and "shard 0 of 1" in line
-        # another shard of the same folder is not blocked by it
-        other = run_cli(args + ["shard=1", "num_shards=2"], cwd=str(tmp_path))
-        assert other.returncode == 0, other.stderr
+        assert holder.stdout.readline() == "held\n"
+        refused = run_cli(args + ["shard=0", "num_shards=3"], cwd=str(tmp_path))
+        assert refused.returncode == 2, refused.stderr
+        [line] = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
+        assert line == (f"error: output_path: {out / 's3d'} is in use by another run (pid "
+                        f"{holder.pid} on {socket.gethostname()}) for shard 0 of 2, which splits "
+                        "the videos another way than num_shards=3 (shard 0); wait for it to end "
+                        "or stop it, or use num_shards=2")
+        assert not (out / "s3d" / "manifest-0-of-3.jsonl").exists()
+        beside = run_cli(args + ["shard=1", "num_shards=2"], cwd=str(tmp_path))
+        assert beside.returncode == 0, beside.stderr
     finally:
-        first.kill()  # SIGKILL: the kernel releases the lock, no stale lock is left
-        first.wait(timeout=60)
-    again = run_cli(args, cwd=str(tmp_path))
+        holder.kill()
+        holder.wait(timeout=60)
+    again = run_cli(args + ["shard=0", "num_shards=3"], cwd=str(tmp_path))
     assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in read_jsonl(out / "s3d" / "manifest-0-of-3.jsonl")] == ["done"]
+
+
+def test_which_runs_exclude_each_other(tmp_path, monkeypatch):
+    """In one process too (``flock`` locks belong to the open file, not to the process):
+    the same shard, or any shard of another num_shards, is refused while shard 0 of 2 is
+    held; shard 1 of 2 is not; a refused attempt leaves the holder's locks held; leaving the
+    block releases them.  A ``runs`` folder that is a link is refused.  A run stopped inside the admission lock makes others give up."""
+    root = str(tmp_path / "s3d")
+    me = f"in use by another run (pid {os.getpid()} on {socket.gethostname()}) for shard 0 of 2"
+    with shard_lock(root, 0, 2):
+        with shard_lock(root, 1, 2):
+            pass
+        for shard, num_shards in ((0, 2), (0, 3), (0, 1), (2, 3), (0, 3)):
+            with pytest.raises(InputError) as info:
+                with shard_lock(root, shard, num_shards):
+                    pass
+            assert me in str(info.value), (shard, num_shards, str(info.value))
+    with shard_lock(root, 0, 3):
+        pass
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = str(tmp_path / "linked")
+    os.makedirs(linked)
+    os.symlink(elsewhere, os.path.join(linked, "runs"))  # locks and run records sent out
+    with pytest.raises(InputError, match="runs is a link .*; nothing is written through it"):
+        with shard_lock(linked, 0, 1):
+            pass
+    assert os.listdir(elsewhere) == []
+    monkeypatch.setattr(lock, "ADMISSION_WAIT_S", 0.05)
+    with open(lock.admission_lock_path(root), "rb") as stopped:
+        fcntl.flock(stopped, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="has been held for over 0.05 s by a run starting"):
+            with shard_lock(root, 0, 1):
+                pass
 
 
 def test_links_and_special_files_in_the_output_folder_are_never_followed(random_checkpoint,
@@ -62,8 +104,14 @@ def test_links_and_special_files_in_the_output_folder_are_never_followed(random_
     elsewhere.mkdir()
     victim = elsewhere / "precious.txt"
     victim.write_text("keep me\n")
-    os.mkfifo(root / "manifest-0-of-1.jsonl")           # reading it would hang the run
+    listed = elsewhere / "listed.jsonl"  # a manifest line that, read, would skip video a
+    listed.write_text(json.dumps({"path": a, "status": "done"}) + "\n")
+    os.symlink(listed, root / "manifest-0-of-1.jsonl")  # would be read and overwritten
+    os.mkfifo(root / "manifest-0-of-2.jsonl")           # reading it would hang the run
+    os.symlink(elsewhere / "gone", root / "manifest-1-of-2.jsonl")  # crashed the run
     os.symlink(victim, root / "failed.jsonl")           # would be truncated and overwritten
+    (root / "runs").mkdir()
+    os.mkfifo(root / "runs" / "fifo.json")              # reading run records would hang
     os.mkfifo(root / "a_s3d.npy")                       # would hang the completeness check
     np.save(root / "a_timestamps_ms.npy", np.zeros((1, 2)))  # (the rest of the set is there)
     np.save(root / "a_fps.npy", np.float64(25))
@@ -72,7 +120,11 @@ def test_links_and_special_files_in_the_output_folder_are_never_followed(random_
                             output_layout="mirror", input_root=str(clips)),
                    cwd=str(tmp_path), timeout=180)
     assert proc.returncode == 1, proc.stderr
-    assert victim.read_text() == "keep me\n" and sorted(os.listdir(elsewhere)) == ["precious.txt"]
+    assert victim.read_text() == "keep me\n"
+    assert listed.read_text() == json.dumps({"path": a, "status": "done"}) + "\n"
+    assert sorted(os.listdir(elsewhere)) == ["listed.jsonl", "precious.txt"]
+    assert f"{root / 'manifest-0-of-1.jsonl'}: not read (Too many levels of symbolic links)" \
+        in proc.stderr
     [failed] = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED ")]
     assert failed.startswith(f"FAILED {b}: write: {root / 'sub'} leads out of output_path")
     for name in ("manifest-0-of-1.jsonl", "failed.jsonl", *(f"a_{k}.npy" for k in KEYS)):

@@ -6,16 +6,18 @@ checked against features computed from the FFmpeg CLI's own frames (batch_helper
 import os
 import re
 import resource
+import shutil
 import signal
 import stat
 import subprocess
+import sys
 
 import av
 import numpy as np
 import pytest
 
-from batch_helpers import (KEYS, STACK, cli_args, cli_reference, load_set, read_jsonl, rel_err,
-                           run_cli)
+from batch_helpers import (KEYS, MAIN, STACK, cli_args, cli_reference, load_set,
+                           output_files_under, read_jsonl, rel_err, run_cli)
 from utils.files import find_temporaries, fit_name, temporary_name
 from utils.naming import output_files
 from utils.preprocess import KyleminFrames
@@ -53,7 +55,7 @@ def _memory_cap(limit: int):
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     d = tmp_path_factory.mktemp("shapes")
-    return {
+    found = {
         # 15 frames each: one stack of 13
         "wide": synth(str(d / "wide_16384x16.mp4"), seconds=0.6, size="16384x16"),
         "too_wide": synth(str(d / "too_wide_16384x2.mp4"), seconds=0.6, size="16384x2"),
@@ -61,6 +63,14 @@ def shapes(tmp_path_factory):
                          source="color", extra=["-preset", "ultrafast"]),
         "good": synth(str(d / "good.mp4"), seconds=0.6, size="64x48"),
     }
+    # raw H.264 joined with cat: its header (the first SPS) says 64x48, the second 8200x8200
+    small = synth(str(d / "small.h264"), seconds=0.6, size="64x48", extra=["-f", "h264"])
+    understated = d / "understated_64x48_then_8200x8200.h264"
+    with open(small, "rb") as f:
+        understated.write_bytes(f.read() + ffmpeg("-i", found["too_big"], "-c", "copy",
+                                                  "-f", "h264", "-"))
+    found["understated"] = str(understated)
+    return found
 
 
 def test_cropped_frames_own_their_memory(shapes):
@@ -76,25 +86,29 @@ def test_cropped_frames_own_their_memory(shapes):
 
 def test_frame_shape_does_not_decide_memory(shapes, random_checkpoint, random_model, tmp_path):
     """Under a 2 GiB cap on the process's data: the 16384x16 video gives its features (the
-    FFmpeg CLI's), the 16384x2 one (1.2 GB a resized frame) and the 8200x8200 one fail at
-    decode naming the size limit, and the good video decoded meanwhile is not harmed.
+    FFmpeg CLI's), the 16384x2 one (1.2 GB a resized frame), the 8200x8200 one and the one
+    whose header says 64x48 but whose stream goes on at 8200x8200 fail at decode naming the
+    size limit, and the good video decoded meanwhile is not harmed.
 
     Before the fix the 16384x16 video held 13 resized frames per stack (2 GB) and failed
     with "Cannot allocate memory" under this cap.
     """
     out = str(tmp_path / "out")
-    order = [shapes[k] for k in ("wide", "too_wide", "too_big", "good")]
+    order = [shapes[k] for k in ("wide", "too_wide", "too_big", "understated", "good")]
     proc = run_cli(cli_args(random_checkpoint, out, video_paths=order), cwd=str(tmp_path),
                    preexec_fn=_memory_cap(2 * GiB), env={"OMP_NUM_THREADS": "2"})
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     failed = _failed(out)
-    assert sorted(failed) == sorted([shapes["too_wide"], shapes["too_big"]])
-    for kind, size in (("too_wide", "16384x2 resized to 1835008x224"), ("too_big", "8200x8200")):
+    assert sorted(failed) == sorted([shapes[k] for k in ("too_wide", "too_big", "understated")])
+    for kind, size in (("too_wide", "16384x2 resized to 1835008x224"), ("too_big", "8200x8200"),
+                       ("understated", "8200x8200 (67.2 Mpixel)")):
         record = failed[shapes[kind]]
         assert record["stage"] == "decode", record
         assert size in record["message"] and "8192x8192" in record["message"], record
         assert "size limit" in record["message"], record
+    # its header said 64x48: the decoder's frame threads refuse the big picture silently
+    assert failed[shapes["understated"]]["message"].endswith("(the container announced 64x48)")
     root = os.path.join(out, "s3d")
     for kind, (width, height) in (("wide", (16384, 16)), ("good", (64, 48))):
         got = load_set(root, os.path.splitext(os.path.basename(shapes[kind]))[0])
@@ -315,24 +329,70 @@ def test_long_stems_are_saved_and_their_leftovers_found(random_checkpoint, tmp_p
     assert find_temporaries(root) == {}
 
 
+@pytest.mark.parametrize("tmp", ["tmp/kept", "tmp"])
 def test_tmp_path_that_is_a_file_stops_the_run(random_checkpoint, random_model, tmp_path,
-                                               monkeypatch):
+                                               monkeypatch, tmp):
+    """A tmp_path under a file, or a file itself (as root, the one unwritable tmp_path)."""
     blocker = tmp_path / "tmp"
     blocker.write_text("not a folder")
     clip = synth(str(tmp_path / "clip.mp4"), seconds=0.6, size="64x48")
     proc = run_cli(cli_args(random_checkpoint, str(tmp_path / "out"), video_paths=clip,
-                            keep_tmp_files="true", tmp_path="tmp/kept"), cwd=str(tmp_path))
+                            keep_tmp_files="true", tmp_path=tmp), cwd=str(tmp_path))
     assert proc.returncode == 2
-    message = (f"tmp_path: tmp/kept is under a file ({blocker}), not a folder; expected a "
-               "folder the resampled videos can be written to (keep_tmp_files=true)")
+    what = "is a file" if tmp == "tmp" else f"is under a file ({blocker})"
+    message = (f"tmp_path: {tmp} {what}, not a folder; expected a folder the resampled videos "
+               "can be written to (keep_tmp_files=true)")
     assert _error_lines(proc) == [f"error: {message}"]
     assert not (tmp_path / "out").exists()
     from models.s3d import ExtractS3D  # the API says the same
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError) as info:
-        ExtractS3D(model=random_model, device="cpu", keep_tmp_files=True, tmp_path="tmp/kept")
+        ExtractS3D(model=random_model, device="cpu", keep_tmp_files=True, tmp_path=tmp)
     assert str(info.value) == message
+
+
+def test_tmp_path_replaced_by_a_file_during_the_run_costs_the_kept_video_only(
+        random_checkpoint, random_model, tmp_path):
+    """tmp_path passes the check at start, then, while the run is stopped (SIGSTOP) as it
+    starts its video, is removed and replaced by a file: the features are saved, the
+    manifest's warning names the video, and no temporary is left anywhere."""
+    clip = synth(str(tmp_path / "clip.mp4"), seconds=0.6, size="64x48")
+    out = tmp_path / "out"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = cli_args(random_checkpoint, str(out), video_paths=clip, keep_tmp_files="true",
+                    tmp_path=str(kept))
+    proc = subprocess.Popen([sys.executable, MAIN, *args], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        while "in this shard" not in seen:  # logged just before the video starts
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        os.kill(proc.pid, signal.SIGSTOP)
+        shutil.rmtree(kept)  # with the temporary of the kept video, if it is started
+        kept.write_text("now a file")
+        os.kill(proc.pid, signal.SIGCONT)
+        seen += proc.stderr.read()
+        assert proc.wait(timeout=240) == 0, seen
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert kept.read_text() == "now a file"
+    [record] = _manifest(str(out)).values()
+    assert record["status"] == "done"
+    [warning] = [w for w in record["warnings"] if "cannot be kept" in w]
+    assert warning.startswith(f"{clip}: the resampled video cannot be kept at {kept}/clip_25fps_")
+    assert warning in seen, seen  # also on the console
+    got = load_set(str(out / "s3d"), "clip")
+    want = cli_reference(clip, random_model, 64, 48)
+    assert got["s3d"].shape == want.shape == (1, 1024)
+    assert rel_err(got["s3d"], want) < 1e-4
+    assert not [n for n in output_files_under(str(tmp_path)) if n.endswith(".tmp")]
 
 
 def _file_size_cap(limit: int):

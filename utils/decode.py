@@ -6,10 +6,11 @@ start time.
 
 Hostile inputs cost bounded memory and time:
 
-- frames over ``MAX_PIXELS`` (8192x8192) fail at ``decode`` before they are decoded (and the
-  decoder itself refuses larger pictures, for streams whose headers lie); big frames are
-  decoded with fewer threads, so the frames the decoder holds stay within
-  ``DECODER_MEMORY``;
+- frames over ``MAX_PIXELS`` (8192x8192) fail at ``decode`` before they are decoded; for
+  streams whose headers understate the size, the decoder itself refuses larger pictures
+  (``max_pixels``) and the size it took from the stream fails the video at ``decode`` (with
+  frame threads it refuses them silently); big frames are decoded with fewer threads, so the
+  frames the decoder holds stay within ``DECODER_MEMORY``;
 - timestamps that jump in formats that allow it (MPEG-TS joined with ``cat``) are corrected
   as the ffmpeg CLI corrects them, and without resampling frame times never go backwards;
 - resampling that would invent more than ``max_resample_ratio`` frames per decoded frame
@@ -220,6 +221,8 @@ class VideoDecoder:
         self.fps = fps_fraction(fps) if fps else None
         self.max_resample_ratio = max_resample_ratio
         self.container, self.stream = open_video(path)
+        codec = self.stream.codec_context
+        self.announced = (codec.width, codec.height)  # the header's size (checked at open)
         self.time_base = Fraction(self.stream.time_base) if self.stream.time_base else Fraction(1, AV_TIME_BASE)
         self.shift = start_time_shift(self.container.start_time, self.time_base)
         rate = self.stream.average_rate or self.stream.guessed_rate
@@ -276,12 +279,13 @@ class VideoDecoder:
                 frames = codec.decode(packet)
             except av.error.FFmpegError as e:
                 # a picture over max_pixels is refused by the decoder: say so, not "corrupt"
-                problem = frame_size_problem(codec.width, codec.height)
-                if problem:
-                    raise ExtractionError("decode", problem) from None
+                self._check_stream_size()
                 self.corrupt_packets += 1
                 log.debug("%s: undecodable packet skipped: %s", self.path, e)
                 continue
+            # with frame threads the decoder refuses such a picture without an error: the
+            # size it took from the stream (bigger than the header said) is the only sign
+            self._check_stream_size()
             for frame in frames:
                 problem = frame_size_problem(frame.width, frame.height)
                 if problem:
@@ -293,6 +297,16 @@ class VideoDecoder:
                     end = stop if end is None else max(end, stop)
                 yield frame
         self._check_complete(first, end)
+
+    def _check_stream_size(self) -> None:
+        """Fail when the stream's pictures turned out over ``MAX_PIXELS`` (the decoder took
+        their size from the stream itself, whatever the container's header said)."""
+        codec = self.stream.codec_context
+        problem = frame_size_problem(codec.width, codec.height)
+        if problem:
+            if (codec.width, codec.height) != self.announced:
+                problem += " (the container announced {}x{})".format(*self.announced)
+            raise ExtractionError("decode", problem)
 
     def _check_complete(self, first: Optional[int], end: Optional[int]) -> None:
         """Fail when corrupt packets outnumber decoded frames; warn when the stream ends early."""

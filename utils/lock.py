@@ -1,42 +1,157 @@
-"""One run per (output folder, shard) at a time: an advisory lock the kernel releases when the
-process dies (``kill -9`` included), so a stale lock never blocks a rerun."""
+"""One run per (output folder, shard) at a time, and one way of sharding a folder at a time:
+advisory locks the kernel releases when the process dies (``kill -9`` included), so a stale
+lock never blocks a rerun.
+
+Three kinds of ``flock`` lock files live in ``<root>/runs/``:
+
+- ``.lock-<k>-of-<K>``: shard k of K, held exclusively by the run doing it (its content: the
+  holder's PID and host, for the message of the run refused);
+- ``.lock-of-<K>``: held shared by every run with ``num_shards=K``. Runs with another K
+  split the videos another way (their shards overlap: each could redo, or take for
+  leftovers the in-flight temporaries of, the other's videos), so a run is admitted only
+  while no ``.lock-of-<J>`` with J != K is held by anyone;
+- ``.lock``: admission, held exclusively for the few system calls that take (or probe) the
+  other two, so that two runs starting together never both pass, or both fail, the check.
+
+``flock`` (not POSIX ``fcntl``/``lockf`` byte ranges) because its locks belong to the open
+file: two runs in one process (threads, or a launcher running jobs in turn) exclude each
+other too, and closing one of them leaves the other's locks held.
+"""
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 import socket
-from typing import Iterator
+import time
+from typing import Iterator, List, Optional, Tuple
 
 from utils.errors import InputError
 
 LOCK_FOLDER = "runs"  # beside the run records (not among the outputs)
+ADMISSION_WAIT_S = 30.0  # admission is held for microseconds; only a stopped process holds it longer
+_GROUP = re.compile(r"^\.lock-of-([1-9][0-9]*)$")
+_SHARD = re.compile(r"^\.lock-([0-9]+)-of-([1-9][0-9]*)$")
 
 
 def lock_path(root: str, shard: int, num_shards: int) -> str:
     return os.path.join(root, LOCK_FOLDER, f".lock-{shard}-of-{num_shards}")
 
 
-@contextlib.contextmanager
-def shard_lock(root: str, shard: int, num_shards: int) -> Iterator[None]:
-    """Hold the lock of this shard of ``root`` for the block; another live holder is an
-    ``InputError`` (exit 2) naming its PID and host."""
-    path = lock_path(root, shard, num_shards)
+def group_lock_path(root: str, num_shards: int) -> str:
+    return os.path.join(root, LOCK_FOLDER, f".lock-of-{num_shards}")
+
+
+def admission_lock_path(root: str) -> str:
+    return os.path.join(root, LOCK_FOLDER, ".lock")
+
+
+def _open(path: str) -> int:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
         raise InputError(f"output_path: cannot create the lock {path} ({e.strerror or e})") from None
+
+
+def _try(fd: int, how: int) -> bool:
+    """Take the ``flock`` ``how`` on ``fd`` if nobody's lock is in the way."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"output_path: {root} is in use by another run ({_holder(fd)}) for "
-                             f"shard {shard} of {num_shards}; wait for it to end or stop it") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as e:  # EWOULDBLOCK is EAGAIN on Linux; other systems may say EACCES
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+@contextlib.contextmanager
+def _admission(root: str) -> Iterator[None]:
+    path = admission_lock_path(root)
+    fd = _open(path)
+    try:
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while not _try(fd, fcntl.LOCK_EX):
+            if time.monotonic() > deadline:
+                raise InputError(f"output_path: the lock {path} has been held for over "
+                                 f"{ADMISSION_WAIT_S:g} s by a run starting on {root} (a stopped "
+                                 "process?); stop it, or retry")
+            time.sleep(0.01)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def shard_lock(root: str, shard: int, num_shards: int) -> Iterator[None]:
+    """Hold the locks of shard ``shard`` of ``num_shards`` on ``root`` for the block; a live
+    run of the same shard, or of any shard with another ``num_shards``, is an ``InputError``
+    (exit 2) naming its PID, host, shard and num_shards."""
+    folder = os.path.join(root, LOCK_FOLDER)
+    if os.path.islink(folder):  # the locks and run records would land where it leads
+        raise InputError(f"output_path: {folder} is a link (to {os.path.realpath(folder)}); "
+                         "nothing is written through it: remove it")
+    held: List[int] = []
+    try:
+        with _admission(root):
+            fd = _open(lock_path(root, shard, num_shards))
+            held.append(fd)
+            if not _try(fd, fcntl.LOCK_EX):
+                raise InputError(f"output_path: {root} is in use by another run ({_holder(fd)}) "
+                                 f"for shard {shard} of {num_shards}; wait for it to end or "
+                                 "stop it")
+            group = _open(group_lock_path(root, num_shards))
+            held.append(group)
+            other = _other_sharding(root, num_shards)
+            if other is not None or not _try(group, fcntl.LOCK_SH):
+                who, k, j = other or ("pid unknown", "?", "?")
+                raise InputError(
+                    f"output_path: {root} is in use by another run ({who}) for shard {k} of {j}, "
+                    f"which splits the videos another way than num_shards={num_shards} (shard "
+                    f"{shard}); wait for it to end or stop it, or use num_shards={j}")
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)  # releases its lock
+
+
+def _other_sharding(root: str, num_shards: int) -> Optional[Tuple[str, object, object]]:
+    """A live run of ``root`` with another num_shards: ``(holder, its shard, its num_shards)``,
+    or None.  Called under admission, so no run takes or leaves a lock meanwhile, and the
+    probes (a lock taken and dropped at once) never make another run's attempt fail."""
+    folder = os.path.join(root, LOCK_FOLDER)
+    names = sorted(os.listdir(folder))
+    for name in names:
+        m = _GROUP.match(name)
+        if not m or int(m[1]) == num_shards or not _held(os.path.join(folder, name), fcntl.LOCK_EX):
+            continue
+        other = int(m[1])
+        for shard_name in names:
+            s = _SHARD.match(shard_name)
+            if s and int(s[2]) == other:
+                who = _held(os.path.join(folder, shard_name), fcntl.LOCK_SH)
+                if who:
+                    return who, int(s[1]), other
+        return "pid unknown", "?", other
+    return None
+
+
+def _held(path: str, how: int) -> str:
+    """'' when the lock ``how`` on ``path`` can be taken now (it is dropped at once), else who
+    holds it (as written in the file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""  # gone, or not a file a run would lock
+    try:
+        return "" if _try(fd, how) else _holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _holder(fd: int) -> str:

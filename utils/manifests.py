@@ -104,7 +104,11 @@ def find_manifests(folder: str) -> List[Manifest]:
         m = MANIFEST_RE.match(name)
         if m:
             path = os.path.join(folder, name)
-            found.append((os.path.getmtime(path), name, Manifest(int(m[1]), int(m[2]), path)))
+            try:
+                mtime = os.lstat(path).st_mtime  # a link's own: never followed
+            except OSError:  # gone since the listing
+                continue
+            found.append((mtime, name, Manifest(int(m[1]), int(m[2]), path)))
     return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
 
 

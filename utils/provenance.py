@@ -25,6 +25,7 @@ import os
 import platform
 import secrets
 import socket
+import stat
 from dataclasses import fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -113,12 +114,18 @@ def folder_runs(root: str) -> Dict[str, Dict[str, Any]]:
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
+        path = os.path.join(folder, name)
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
+            # never through a link, nor from a FIFO or a device (it would hang or flood)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, encoding="utf-8") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise ValueError("not a regular file")
                 record = json.load(f)
             runs[record["run"]] = record
         except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("%s: not a run record (%s), ignored", os.path.join(folder, name), e)
+            log.warning("%s: not a run record (%s), ignored", path,
+                        getattr(e, "strerror", None) or e)
     return runs
 
 
