@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from batch_helpers import KEYS, REPO, cli_args, read_jsonl, run_cli
+from batch_helpers import KEYS, REPO, cli_args, read_jsonl, run_cli, wait_for_state
 from utils import lock
 from utils.errors import InputError
 from utils.lock import shard_lock
@@ -89,6 +89,40 @@ def test_which_runs_exclude_each_other(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="has been held for over 0.05 s by a run starting"):
             with shard_lock(root, 0, 1):
                 pass
+
+
+def test_lock_wait_s_waits_for_the_holder_to_end(tmp_path, monkeypatch, caplog):
+    """With lock_wait_s a run refused by a live holder tries again until it ends (one
+    warning naming it); past the wait it is refused as without it."""
+    import threading
+    root = str(tmp_path / "s3d")
+    monkeypatch.setattr(lock, "WAIT_STEP_S", 0.01)
+    held, release, got = threading.Event(), threading.Event(), []
+
+    def holder():
+        with shard_lock(root, 0, 2):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    with pytest.raises(lock.LockBusy, match="in use by another run"):
+        with shard_lock(root, 0, 3, wait_s=0.05):
+            pass
+
+    def waiter():
+        with shard_lock(root, 0, 3, wait_s=60):
+            got.append(True)
+
+    second = threading.Thread(target=waiter)
+    second.start()
+    assert wait_for_state(lambda: "waiting up to 60 s for it (lock_wait_s)" in caplog.text)
+    assert got == []  # still waiting while the holder runs
+    release.set()
+    thread.join(30)
+    second.join(30)
+    assert got == [True]
 
 
 def test_links_and_special_files_in_the_output_folder_are_never_followed(random_checkpoint,

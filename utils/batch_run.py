@@ -122,7 +122,7 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     record = run_record(cfg, run_id, extractor.identity())
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(shard_lock(root, cfg.shard, cfg.num_shards))
+            held.enter_context(shard_lock(root, cfg.shard, cfg.num_shards, cfg.lock_wait_s))
         except InputError:
             if not _read_only(root):
                 raise

@@ -346,6 +346,9 @@ class ExtractionConfig(ExtractorOptions):
                         _check_shard)
     num_shards: int = option(1, "number of shards the input list is split into",
                              _int_at_least(1))
+    lock_wait_s: float = option(0.0, "when another run holds this shard of the output folder "
+                                "(or shards it another way), wait up to this many seconds for "
+                                "it to end (0: exit 2 at once, naming it)", _at_least_zero)
     progress_every_s: float = option(60.0, "when stderr is not a terminal, one 'progress:' "
                                      "line at most this often, in seconds (0: none)",
                                      _at_least_zero)

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -29,7 +30,10 @@ from typing import Iterator, List, Optional, Tuple
 
 from utils.errors import InputError
 
+log = logging.getLogger(__name__)
+
 LOCK_FOLDER = "runs"  # beside the run records (not among the outputs)
+WAIT_STEP_S = 1.0  # with lock_wait_s, how often the lock is tried again
 ADMISSION_WAIT_S = 30.0  # admission is held for microseconds; only a stopped process holds it longer
 _GROUP = re.compile(r"^\.lock-of-([1-9][0-9]*)$")
 _SHARD = re.compile(r"^\.lock-([0-9]+)-of-([1-9][0-9]*)$")
@@ -85,22 +89,52 @@ def _admission(root: str) -> Iterator[None]:
         os.close(fd)
 
 
+class LockBusy(InputError):
+    """Another live run holds the lock (the message names it)."""
+
+
 @contextlib.contextmanager
-def shard_lock(root: str, shard: int, num_shards: int) -> Iterator[None]:
+def shard_lock(root: str, shard: int, num_shards: int, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the locks of shard ``shard`` of ``num_shards`` on ``root`` for the block; a live
-    run of the same shard, or of any shard with another ``num_shards``, is an ``InputError``
-    (exit 2) naming its PID, host, shard and num_shards."""
+    run of the same shard, or of any shard with another ``num_shards``, is a ``LockBusy``
+    (an ``InputError``: exit 2) naming its PID, host, shard and num_shards, once ``wait_s``
+    seconds have passed without it ending (a requeued cluster job whose old self is still
+    dying)."""
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            held = _take(root, shard, num_shards)
+            break
+        except LockBusy as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            if not waiting:
+                log.warning("%s; waiting up to %g s for it (lock_wait_s)", e, wait_s)
+                waiting = True
+            time.sleep(min(WAIT_STEP_S, left))
+    try:
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)  # releases its lock
+
+
+def _take(root: str, shard: int, num_shards: int) -> List[int]:
+    """The open, locked files of the shard (``LockBusy`` when a live run is in the way)."""
     folder = os.path.join(root, LOCK_FOLDER)
     if os.path.islink(folder):  # the locks and run records would land where it leads
         raise InputError(f"output_path: {folder} is a link (to {os.path.realpath(folder)}); "
                          "nothing is written through it: remove it")
     held: List[int] = []
+    taken = False
     try:
         with _admission(root):
             fd = _open(lock_path(root, shard, num_shards))
             held.append(fd)
             if not _try(fd, fcntl.LOCK_EX):
-                raise InputError(f"output_path: {root} is in use by another run ({_holder(fd)}) "
+                raise LockBusy(f"output_path: {root} is in use by another run ({_holder(fd)}) "
                                  f"for shard {shard} of {num_shards}; wait for it to end or "
                                  "stop it")
             group = _open(group_lock_path(root, num_shards))
@@ -108,16 +142,18 @@ def shard_lock(root: str, shard: int, num_shards: int) -> Iterator[None]:
             other = _other_sharding(root, num_shards)
             if other is not None or not _try(group, fcntl.LOCK_SH):
                 who, k, j = other or ("pid unknown", "?", "?")
-                raise InputError(
+                raise LockBusy(
                     f"output_path: {root} is in use by another run ({who}) for shard {k} of {j}, "
                     f"which splits the videos another way than num_shards={num_shards} (shard "
                     f"{shard}); wait for it to end or stop it, or use num_shards={j}")
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
-        yield
+        taken = True
+        return held
     finally:
-        for fd in held:
-            os.close(fd)  # releases its lock
+        if not taken:
+            for fd in held:
+                os.close(fd)
 
 
 def _other_sharding(root: str, num_shards: int) -> Optional[Tuple[str, object, object]]:
