@@ -282,3 +282,25 @@ def test_shards_write_their_own_failure_lists(clips, extractor, tmp_path):
     root = str(tmp_path / "s3d")
     assert [r["path"] for r in read_jsonl(os.path.join(root, "failed-0-of-2.jsonl"))] == missing[0::2]
     assert [r["path"] for r in read_jsonl(os.path.join(root, "failed-1-of-2.jsonl"))] == missing[1::2]
+
+
+def test_many_failures_rewrite_failed_jsonl_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """A run where most videos fail must not rewrite a growing failed.jsonl for each one
+    (quadratic bytes on a million-video list): at most every FAILED_EVERY_S, and at the end."""
+    import utils.run_report as run_report
+    writes = []
+    real = run_report.write_bytes
+
+    def counting(path, data):
+        writes.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(run_report, "write_bytes", counting)
+    failed = str(tmp_path / "failed.jsonl")
+    report = run_report.RunReport(failed_file=failed, manifest_file=str(tmp_path / "m.jsonl"))
+    for i in range(2000):
+        report.add_failed(f"/v/{i}.mp4", "decode", "no frames")
+    report.flush()
+    assert writes.count(failed) <= 4  # at start, the first failure, maybe one timed, the end
+    with open(failed, encoding="utf-8") as f:
+        assert [json.loads(line)["path"] for line in f] == [f"/v/{i}.mp4" for i in range(2000)]

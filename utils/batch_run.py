@@ -216,8 +216,10 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
                 progress.update(report)
     except KeyboardInterrupt as e:
         report.stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        report.flush()
         log.info(report.summary())
         raise
+    report.flush()
     progress.update(report, final=True)
     log.info(report.summary())
     return report

@@ -5,7 +5,7 @@ over a sub-list (a retry from ``failed.jsonl``) keeps the records of the videos 
 touch.  At start the file is rewritten (atomically) with the latest record of each video,
 then this run appends one line per video, flushed, so a killed run keeps what it reported.
 ``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
-(atomically) whenever that list changes.
+(atomically) when that list changes, at most every ``FAILED_EVERY_S`` and at the run's end.
 """
 import json
 import logging
@@ -19,6 +19,7 @@ from utils.files import write_bytes
 
 log = logging.getLogger(__name__)
 
+FAILED_EVERY_S = 5.0  # failed.jsonl is rewritten at most this often during a run
 MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
 
 
@@ -54,6 +55,8 @@ class RunReport:
         self.run_id = run_id
         self.previous: Dict[str, dict] = {}  # path -> latest record before this run
         self.failures: Dict[str, dict] = {}  # path -> failure record, for failed_file
+        self._failures_changed = False
+        self._failures_written = -FAILED_EVERY_S  # the first change is written at once
         if manifest_file:
             for record in jsonl.read_records(manifest_file):
                 self.previous.pop(record["path"], None)  # keep the order of latest records
@@ -84,11 +87,23 @@ class RunReport:
             self.failures[path] = _failure(record)
         elif self.failures.pop(path, None) is None:
             return
-        if self.failed_file:
-            try:
-                write_bytes(self.failed_file, jsonl.encode(self.failures.values()))
-            except OSError as e:
-                log.error("cannot write %s: %s", self.failed_file, e.strerror or e)
+        self._failures_changed = True
+        if time.monotonic() - self._failures_written >= FAILED_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite ``failed.jsonl`` if its list changed since it was last written (done at
+        most every ``FAILED_EVERY_S`` during a run, so a run where most videos fail does not
+        rewrite a growing file for each; the run calls it at its end and when stopped; after
+        ``kill -9`` the next run rebuilds the file from the manifest)."""
+        if not (self.failed_file and self._failures_changed):
+            return
+        try:
+            write_bytes(self.failed_file, jsonl.encode(self.failures.values()))
+        except OSError as e:
+            log.error("cannot write %s: %s", self.failed_file, e.strerror or e)
+        self._failures_changed = False
+        self._failures_written = time.monotonic()
 
     def add_done(self, video: str, files: Dict[str, str], num_stacks: int, seconds: float,
                  warnings: Optional[List[str]] = None) -> None:
