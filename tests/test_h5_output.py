@@ -330,3 +330,37 @@ def test_resharding_a_folder_redoes_nothing(tmp_path):
     skipped = read_jsonl(os.path.join(root, "manifest-1-of-2.jsonl"))
     assert [(r["status"], r["outputs"]["s3d"]) for r in skipped] == [
         ("skipped", os.path.join(root, H5) + "/q/s3d")]
+
+
+def test_a_video_under_another_videos_dataset_is_refused_before_any_work(tmp_path):
+    """Mirror layout: /in/x.mp4 and /in/x/s3d/y.mp4 would need x/s3d to be both x's dataset
+    and a folder of groups (writing one would drop the other's data): exit 2, nothing done."""
+    (tmp_path / "in" / "x" / "s3d").mkdir(parents=True)
+    paths = [str(tmp_path / "in" / "x.mp4"), str(tmp_path / "in" / "x" / "s3d" / "y.mp4")]
+    for p in paths:
+        open(p, "wb").close()
+    table = _Table({"x": 1.0, "y": 2.0})
+    out = str(tmp_path / "out")
+    cfg = make_cfg(paths, out, on_extraction="save_h5", output_layout="mirror",
+                   input_root=str(tmp_path / "in"))
+    with pytest.raises(InputError, match="the group of 'x/s3d/y' would pass through a dataset "
+                                         "of 'x'"):
+        run(cfg, table)
+    assert table.calls == [] and not os.path.exists(out)
+    assert h5_format.name_clash(["x", "x/s3d_howto100m/y", "x/sub/s3d"], ("s3d", "fps")) is None
+
+
+def test_a_video_under_a_dataset_already_in_the_file_fails_alone(tmp_path):
+    """The same clash across runs: the video already in the file keeps its data, the new one
+    fails at write (before it is extracted) and the file still folds."""
+    (tmp_path / "in" / "x" / "s3d").mkdir(parents=True)
+    x, y = str(tmp_path / "in" / "x.mp4"), str(tmp_path / "in" / "x" / "s3d" / "y.mp4")
+    for p in (x, y):
+        open(p, "wb").close()
+    out = str(tmp_path / "out")
+    kw = dict(on_extraction="save_h5", output_layout="mirror", input_root=str(tmp_path / "in"))
+    run(make_cfg([x], out, **kw), _Table({"x": 1.0}))
+    table = _Table({"x": 1.0, "y": 2.0})
+    report = run(make_cfg([y], out, **kw), table)
+    assert table.calls == [] and report.failed == {"write": 1}
+    assert_equal_sets(h5_videos(os.path.join(out, "s3d", H5)), {"x": _arrays(1.0)})

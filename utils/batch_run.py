@@ -20,6 +20,7 @@ from utils.config import FEATURE_TYPES, ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
 from utils.file_store import FileStore
+from utils import h5_format
 from utils.h5_store import H5Store
 from utils.inputs import collect_paths, shard_paths
 from utils.naming import output_names, output_root
@@ -108,10 +109,16 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
     # named on the whole list, so every shard agrees
     names = output_names(paths, cfg.output_layout.value, cfg.input_root)
+    spec = FEATURE_TYPES[cfg.feature_type]
+    if cfg.on_extraction.value == "save_h5":
+        clash = h5_format.name_clash(names, spec.keys)
+        if clash:
+            raise InputError(f"output name clash in the HDF5 layout: the group of '{clash[1]}' "
+                             f"would pass through a dataset of '{clash[0]}'; rename one of "
+                             "them or use output_layout=flat")
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
-    spec = FEATURE_TYPES[cfg.feature_type]
     root = output_root(cfg.output_path, spec.name)
     saving = cfg.on_extraction.value != "print"
     if not hasattr(extractor, "extract"):

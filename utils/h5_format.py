@@ -19,7 +19,7 @@ attribute; a video's group may also hold the groups of videos in a folder of the
 (mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
 """
 import json
-from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -86,6 +86,20 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
                                                           value.shape[1]), **FEATURE_FILTER)
         else:
             group.create_dataset(key, data=value)
+
+
+def name_clash(names: Sequence[str], keys: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """Two videos the layout cannot hold together, or None: ``<name>/<key>`` is the dataset
+    of video ``<name>``, so no other video's group may pass through it (mirror layout:
+    ``/in/x.mp4`` and ``/in/x/s3d/y.mp4``)."""
+    videos = set(names)
+    keys = set(keys)
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if parts[i] in keys and "/".join(parts[:i]) in videos:
+                return "/".join(parts[:i]), name
+    return None
 
 
 def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> None:

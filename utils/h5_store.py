@@ -180,7 +180,18 @@ class H5Store:
         return {key: f"{where}/{name}/{key}" for key in self.keys}
 
     def claim(self, name: str) -> str:
-        """Nothing to prepare: a video's group lives inside the file."""
+        """Why the video cannot be stored in the shard's file ('' when it can): its group
+        would pass through a dataset already there (see ``h5_format.name_clash``)."""
+        reader = self._readers[0] if self._readers and self._readers[0].filename == self.path \
+            else None
+        if reader is None:
+            return ""
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if isinstance(reader.get(prefix), h5py.Dataset):
+                return (f"{self.path} holds a dataset at '{prefix}', where the group of "
+                        f"'{name}' would go; rename the video or use another output_path")
         return ""
 
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
@@ -315,8 +326,13 @@ class H5Store:
         with f:
             h5_format.add_runs(f, {header["run"]: header["record"]})
             for video, arrays in records:
-                h5_format.write_video(f, video["name"], arrays, video["video_path"],
-                                      video["run"])
+                try:
+                    h5_format.write_video(f, video["name"], arrays, video["video_path"],
+                                          video["run"])
+                except (ValueError, KeyError, TypeError) as e:  # h5py: the name cannot be made
+                    log.error("%s: cannot add %s to %s (%s); left out, extracted again by the "
+                              "next run", video["video_path"], video["name"], self.path, e)
+                    continue
                 count += 1
             f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
         return count
