@@ -364,3 +364,27 @@ def test_a_video_under_a_dataset_already_in_the_file_fails_alone(tmp_path):
     report = run(make_cfg([y], out, **kw), table)
     assert table.calls == [] and report.failed == {"write": 1}
     assert_equal_sets(h5_videos(os.path.join(out, "s3d", H5)), {"x": _arrays(1.0)})
+
+
+def test_a_video_over_a_folder_of_videos_named_like_a_key_fails_alone(tmp_path):
+    """The other way round: x/s3d/y.mp4 is in the file, then x.mp4 comes: x would store its
+    s3d where y's folder is; it fails at write, y keeps its data, nothing half-written."""
+    (tmp_path / "in" / "x" / "s3d").mkdir(parents=True)
+    x, y = str(tmp_path / "in" / "x.mp4"), str(tmp_path / "in" / "x" / "s3d" / "y.mp4")
+    for p in (x, y):
+        open(p, "wb").close()
+    out = str(tmp_path / "out")
+    kw = dict(on_extraction="save_h5", output_layout="mirror", input_root=str(tmp_path / "in"))
+    run(make_cfg([y], out, **kw), _Table({"y": 2.0}))
+    report = run(make_cfg([x], out, **kw), _Table({"x": 1.0}))
+    assert report.failed == {"write": 1}
+    assert_equal_sets(h5_videos(os.path.join(out, "s3d", H5)), {"x/s3d/y": _arrays(2.0)})
+    with h5py.File(os.path.join(out, "s3d", H5), "r") as f:
+        assert dict(f["x"].attrs) == {} and list(f["x"]) == ["s3d"]  # nothing of x written
+    with h5py.File(str(tmp_path / "direct.h5"), "w") as f:  # the writer refuses it by itself
+        h5_format.write_video(f, "x/s3d/y", _arrays(2.0), y, None)
+        with pytest.raises(ValueError, match="holds the groups of other videos"):
+            h5_format.write_video(f, "x", _arrays(1.0), x, None)
+        with pytest.raises(ValueError, match="is a dataset of another video"):
+            h5_format.write_video(f, "x/s3d/y/s3d/z", _arrays(1.0), x, None)
+        assert dict(f["x"].attrs) == {}

@@ -64,8 +64,17 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
     """The video's group, one dataset per key.  A group of that name already there (the video
     written before, or the folder of videos ``<name>/...`` in the mirror layout) keeps its
     groups: only its datasets and attributes are replaced."""
+    parts = name.split("/")
+    for i in range(1, len(parts) + 1):  # never through (or over) another video's dataset
+        if isinstance(f.get("/".join(parts[:i])), h5py.Dataset):
+            raise ValueError(f"'{name}' cannot be stored: '{'/'.join(parts[:i])}' is a "
+                             "dataset of another video")
     group = f.get(name)
     if isinstance(group, h5py.Group):
+        folders = [key for key in arrays if isinstance(group.get(key), h5py.Group)]
+        if folders:
+            raise ValueError(f"'{name}' cannot be stored: '{name}/{folders[0]}' holds the "
+                             "groups of other videos")
         for key in list(group):
             link = group.get(key, getlink=True)
             if not (isinstance(link, h5py.HardLink) and isinstance(group[key], h5py.Group)):
@@ -73,8 +82,6 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
         for attr in list(group.attrs):
             del group.attrs[attr]
     else:
-        if name in f:
-            del f[name]
         group = f.create_group(name)
     group.attrs[VIDEO_ATTR] = video_path
     if run:

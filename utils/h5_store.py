@@ -192,6 +192,13 @@ class H5Store:
             if isinstance(reader.get(prefix), h5py.Dataset):
                 return (f"{self.path} holds a dataset at '{prefix}', where the group of "
                         f"'{name}' would go; rename the video or use another output_path")
+        group = reader.get(name)
+        if isinstance(group, h5py.Group):
+            for key in self.keys:
+                if isinstance(group.get(key), h5py.Group):
+                    return (f"{self.path} holds other videos under '{name}/{key}', where "
+                            f"'{name}' would store its {key}; rename the video or use another "
+                            "output_path")
         return ""
 
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
