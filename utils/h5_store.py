@@ -120,6 +120,22 @@ def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarr
             yield _decode(payload)
 
 
+def count_journal(path: str) -> int:
+    """How many videos a journal holds, from its record frames alone (no payload is read or
+    checked: a cheap count for a reader's warning; a damaged last record is counted)."""
+    fd = _open_regular(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        at = records = 0
+        while at + _FRAME.size <= end:
+            magic, size = _FRAME.unpack(os.pread(f.fileno(), _FRAME.size, at))
+            if magic != _MAGIC:
+                break
+            at += _FRAME.size + size + _DIGEST
+            records += 1
+    return max(0, records - 1)  # the first record is the journal's header
+
+
 class H5Store:
     """The outputs of one shard in one HDF5 file (see the module's doc).
 
