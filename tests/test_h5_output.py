@@ -305,6 +305,8 @@ def test_a_read_only_folder_holding_every_video_reports_them_skipped(read_only_m
     [line] = [ln for ln in more.stderr.splitlines() if ln.startswith("error:")]
     assert "is read-only and 1 video of this shard is not done" in line and new in line
     assert output_files_under(os.path.join(out, "s3d")) == before
+    with pytest.raises(InputError, match="cannot create the lock"):  # overwrite: not skipped
+        run(make_cfg(videos, out, on_extraction=sink, overwrite=True), _Table({}))
 
 
 def run_cli_quiet(args, cwd):
@@ -388,3 +390,85 @@ def test_a_video_over_a_folder_of_videos_named_like_a_key_fails_alone(tmp_path):
         with pytest.raises(ValueError, match="is a dataset of another video"):
             h5_format.write_video(f, "x/s3d/y/s3d/z", _arrays(1.0), x, None)
         assert dict(f["x"].attrs) == {}
+
+
+def test_a_name_that_is_not_utf8_fails_alone_and_its_bytes_are_kept_in_paths(tmp_path):
+    """HDF5 names are UTF-8: a file name that is not fails at write before extraction, the
+    other videos are stored; a video in a folder whose name is not UTF-8 keeps its path's
+    bytes in video_path (flat layout)."""
+    odd = os.fsdecode(b"caf\xe9")
+    folder = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    folder.mkdir()
+    paths = [str(tmp_path / f"{odd}.mp4"), str(tmp_path / "ok.mp4"), str(folder / "in.mp4")]
+    for p in paths:
+        open(p, "wb").close()
+    table = _Table({odd: 9.0, "ok": 1.0, "in": 2.0})
+    out = str(tmp_path / "out")
+    report = run(make_cfg(paths, out, on_extraction="save_h5"), table)
+    assert report.failed == {"write": 1} and report.done == 2
+    assert sorted(table.calls) == ["in.mp4", "ok.mp4"]
+    path = os.path.join(out, "s3d", H5)
+    assert_equal_sets(h5_videos(path), {"ok": _arrays(1.0), "in": _arrays(2.0)})
+    with h5py.File(path, "r") as f:
+        assert f["in"].attrs["video_path"] == os.fsencode(paths[2])
+    [failed] = read_jsonl(os.path.join(out, "s3d", "failed.jsonl"))
+    assert failed["stage"] == "write" and "not valid UTF-8" in failed["message"]
+
+
+def test_a_grown_list_moves_videos_between_shards_without_extracting_them_again(tmp_path):
+    """Same num_shards, one video added to a sorted folder: the later videos change shards;
+    they are found in the other shard's file, not extracted again nor stored twice."""
+    out = str(tmp_path / "out")
+    first = _paths(tmp_path, ["a", "c", "d", "e"])
+    table = _Table(dict(a=1.0, b=2.0, c=3.0, d=4.0, e=5.0))
+    for shard in (0, 1):
+        run(make_cfg(first, out, on_extraction="save_h5", shard=shard, num_shards=2), table)
+    grown = _paths(tmp_path, ["a", "b", "c", "d", "e"])
+    for shard in (0, 1):
+        run(make_cfg(grown, out, on_extraction="save_h5", shard=shard, num_shards=2), table)
+    assert sorted(table.calls) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"]
+    root = os.path.join(out, "s3d")
+    names = [sorted(h5_videos(os.path.join(root, f"s3d-{k}-of-2.h5"))) for k in (0, 1)]
+    assert sorted(names[0] + names[1]) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_killed_runs_journal_is_folded_by_a_run_with_another_num_shards(tmp_path):
+    """A num_shards=1 run killed with a video journaled: a num_shards=2 run folds that journal
+    into its file first (no run with another num_shards is alive: the lock), so the video is
+    not extracted again nor stored twice."""
+    out = str(tmp_path / "out")
+    root = os.path.join(out, "s3d")
+    paths = _paths(tmp_path, ["a", "b"])
+    killed = h5_store.H5Store(root, "s3d", 0, 1, ("s3d", "timestamps_ms", "fps"),
+                              (("s3d", 1024),), "run-1", {"id": "run-1"})
+    killed.write("a", _arrays(1.0), paths[0])
+    killed._fd = None  # as if killed: the journal stays, nothing is folded
+    table = _Table({"a": 1.0, "b": 2.0})
+    for shard in (0, 1):
+        run(make_cfg(paths, out, on_extraction="save_h5", shard=shard, num_shards=2), table)
+    assert table.calls == ["b.mp4"]
+    assert sorted(h5_videos(os.path.join(root, H5))) == ["a"]
+    assert not os.path.exists(h5_store.journal_path(os.path.join(root, H5)))
+
+
+def test_a_checkpoint_that_fails_mid_run_costs_nothing(tmp_path, monkeypatch):
+    """Disk full while a mid-run checkpoint copies the file: logged, the journal kept and
+    appended to; every video is done and in the file at the end."""
+    monkeypatch.setattr(h5_store, "MIN_CHECKPOINT_BYTES", 0)  # a checkpoint after each video
+    real_copy = h5_store.shutil.copyfile
+    calls = {"n": 0}
+
+    def copy_once_full(src, dst, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", dst)
+        return real_copy(src, dst, **kw)
+
+    monkeypatch.setattr(h5_store.shutil, "copyfile", copy_once_full)
+    paths = _paths(tmp_path, ["a", "b", "c", "d"])
+    out = str(tmp_path / "out")
+    report = run(make_cfg(paths, out, on_extraction="save_h5"),
+                 _Table(dict(a=1.0, b=2.0, c=3.0, d=4.0)))
+    assert report.done == 4 and report.num_failed == 0 and calls["n"] >= 3
+    assert_equal_sets(h5_videos(os.path.join(out, "s3d", H5)),
+                      {n: _arrays(v) for n, v in dict(a=1.0, b=2.0, c=3.0, d=4.0).items()})

@@ -133,30 +133,41 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
         except InputError:
             if not _read_only(root):
                 raise
+            if cfg.overwrite:
+                raise
             check_rerun(root, record, latest_records(root), cfg.overwrite)
             return _read_only_run(cfg, root, mine, started)
         report = _open_report(cfg, root, started, run_id, record)
-        store = _open_store(cfg, root, run_id, record)
+        store = _open_store(cfg, root, run_id, record, on_lost=_lost_to(report))
         held.callback(_close_store, store)
         return _videos(cfg, extractor, report, store, mine, len(paths))
 
 
 def _open_store(cfg: ExtractionConfig, root: str, run_id: str = "", record=None,
-                writable: bool = True):
+                writable: bool = True, on_lost=None):
     """Where this run's outputs go: a file per key and video, or the shard's HDF5 file."""
     spec = FEATURE_TYPES[cfg.feature_type]
     sink = cfg.on_extraction.value
     if sink == "save_h5":
         return H5Store(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
-                       run_id, record or {}, writable=writable)
+                       run_id, record or {}, writable=writable, on_lost=on_lost)
     return FileStore(root, sink, spec.keys, spec.features, writable=writable)
+
+
+def _lost_to(report: RunReport):
+    """A video the HDF5 file could not take after all is reported failed at ``write``."""
+    def lost(video_path: str, why: str) -> None:
+        report.add_failed(video_path, "write", why)
+    return lost
 
 
 def _close_store(store) -> None:
     """Fold what the run wrote (HDF5); a failure leaves it in the journal for the next run."""
+    if store is None:
+        return
     try:
         store.close()
-    except OSError as e:
+    except (OSError, ValueError) as e:
         log.error("%s: cannot bring the file up to date (%s); the finished videos stay in the "
                   "journal beside it and the next run adds them", getattr(store, "path", ""),
                   e.strerror or e)
@@ -223,9 +234,11 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
                 progress.update(report)
     except KeyboardInterrupt as e:
         report.stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        _close_store(store)
         report.flush()
         log.info(report.summary())
         raise
+    _close_store(store)  # before the summary: a video the file could not take is a failure
     report.flush()
     progress.update(report, final=True)
     log.info(report.summary())

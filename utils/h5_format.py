@@ -19,6 +19,7 @@ attribute; a video's group may also hold the groups of videos in a folder of the
 (mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
 """
 import json
+import os
 from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import h5py
@@ -83,7 +84,11 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
             del group.attrs[attr]
     else:
         group = f.create_group(name)
-    group.attrs[VIDEO_ATTR] = video_path
+    try:
+        video_path.encode("utf-8")
+        group.attrs[VIDEO_ATTR] = video_path
+    except UnicodeEncodeError:  # a file name that is not UTF-8: its bytes, as they are
+        group.attrs[VIDEO_ATTR] = np.bytes_(os.fsencode(video_path))
     if run:
         group.attrs[RUN_ATTR] = run
     for key, value in arrays.items():

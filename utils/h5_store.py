@@ -27,13 +27,13 @@ import re
 import shutil
 import stat
 import struct
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
 
 from utils import h5_format
-from utils.errors import InputError
+from utils.errors import InputError, one_line
 from utils.files import find_temporaries, remove_temporaries, temporary_name
 from utils.resume import arrays_complete
 
@@ -85,18 +85,6 @@ def _open_regular(path: str, flags: int) -> int:
     return fd
 
 
-def _other_shard_files(root: str, feature_type: str, num_shards: int) -> List[str]:
-    """The shard files of runs with another ``num_shards`` in ``root`` (regular files only)."""
-    pattern = re.compile(rf"^{re.escape(feature_type)}-(\d+)-of-(\d+)\.h5$")
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            match = pattern.match(entry.name)
-            if match and int(match[2]) != num_shards and entry.is_file(follow_symlinks=False):
-                found.append(entry.path)
-    return found
-
-
 def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
     """The journal's records in order, up to the first incomplete or damaged one (a write cut
     short by a kill: logged and ignored)."""
@@ -136,18 +124,127 @@ def count_journal(path: str) -> int:
     return max(0, records - 1)  # the first record is the journal's header
 
 
+Lost = Callable[[str, str], None]  # (video path, why): a journaled video left out of the file
+
+
+def generation(path: str) -> int:
+    """The file's checkpoint count (0 when there is no file yet)."""
+    if not os.path.exists(path):
+        return 0
+    with h5py.File(path, "r") as f:
+        return int(f.attrs.get("generation", 0))
+
+
+def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
+    """Fold the journal beside ``path`` (if any) into it: copy the file, add the journal's
+    videos, fsync, rename over the file, remove the journal.  Returns the number of videos
+    added.  ``OSError`` (disk full) or a damaged file: the file is left as it was and the
+    journal kept.  A video that cannot be stored is left out and reported to ``on_lost``
+    (``claim`` refuses such videos before they are extracted: this is the last line)."""
+    journal = journal_path(path)
+    if not os.path.lexists(journal):
+        return 0
+    records = read_journal(journal)
+    try:
+        first = next(records, None)
+        if first is None or "generation" not in first[0]:
+            _remove(journal)  # killed before its first record was written whole
+            return 0
+        header = first[0]
+        if header["generation"] != generation(path):
+            log.info("%s was already folded into %s; removed", journal, path)
+            _remove(journal)
+            return 0
+        second = next(records, None)
+        if second is None:
+            _remove(journal)  # no video was journaled whole
+            return 0
+        tmp = temporary_name(path)
+        try:
+            count = _fold_into(path, tmp, header, itertools.chain([second], records),
+                               feature_type, on_lost)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+    finally:
+        records.close()
+    _remove(journal)
+    log.info("%d video%s added to %s", count, "" if count == 1 else "s", path)
+    return count
+
+
+def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_type: str,
+               on_lost: Optional[Lost]) -> int:
+    """Write the file with the journal's videos added under ``tmp``; their number."""
+    if os.path.exists(path):
+        shutil.copyfile(path, tmp)
+        f = h5py.File(tmp, "r+")
+    else:
+        f = h5py.File(tmp, "w-", libver=h5_format.LIBVER)
+        h5_format.init_file(f, header.get("feature_type", feature_type))
+    count = 0
+    with f:
+        h5_format.add_runs(f, {header["run"]: header["record"]})
+        for video, arrays in records:
+            try:
+                h5_format.write_video(f, video["name"], arrays, video["video_path"],
+                                      video["run"])
+            except (ValueError, KeyError, TypeError, UnicodeError) as e:  # the name
+                why = f"cannot be stored in {path} ({e})"
+                log.error("%s: %s", video["video_path"], why)
+                if on_lost:
+                    on_lost(video["video_path"], why)
+                continue
+            count += 1
+        f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
+    return count
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _shard_files(root: str, feature_type: str) -> List[str]:
+    """Every shard file of ``root`` (``<feature_type>-<k>-of-<K>.h5``), and the file of every
+    shard journal whose file does not exist yet, sorted."""
+    pattern = re.compile(rf"^\.?({re.escape(feature_type)}-\d+-of-\d+\.h5)(\.journal)?$")
+    found = set()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root):
+            match = pattern.match(entry.name)
+            if (match and entry.name.startswith(".") == bool(match[2])
+                    and entry.is_file(follow_symlinks=False)):  # never a link or a FIFO
+                found.add(os.path.join(root, match[1]))
+    return sorted(found)
+
+
+def _num_shards_of(path: str) -> int:
+    return int(os.path.basename(path)[:-len(".h5")].rsplit("-of-", 1)[1])
+
+
 class H5Store:
     """The outputs of one shard in one HDF5 file (see the module's doc).
 
     ``record``: this run's provenance record (stored on the file with its videos).  Opening
-    folds the journal a killed run left; ``close()`` folds this run's.  The caller holds the
-    shard's lock (``utils.lock``): one writer at a time.  ``writable=False``: only answers
-    ``complete`` (a read-only folder; videos still in a journal count as not done).
+    folds the journal a killed run left, and those of runs with another ``num_shards`` (the
+    lock, ``utils.lock``, guarantees none of them is alive); ``close()`` folds this run's.  A
+    video counts as done when any shard file of the folder holds it whole (re-sharding, or a
+    list that grew, moves videos between shards: they are not extracted again).
+    ``on_lost``: told of a journaled video a fold had to leave out.  ``writable=False``:
+    only answers ``complete`` (a read-only folder; videos still in a journal count as not
+    done).
     """
 
     def __init__(self, root: str, feature_type: str, shard: int, num_shards: int,
                  keys: Sequence[str], features: Sequence[Tuple[str, int]], run_id: str,
-                 record: Dict[str, Any], writable: bool = True):
+                 record: Dict[str, Any], writable: bool = True, on_lost: Optional[Lost] = None):
         self.root = root
         self.writable = writable
         self.path = os.path.join(root, h5_format.h5_name(feature_type, shard, num_shards))
@@ -157,22 +254,40 @@ class H5Store:
         self.features = features
         self.run_id = run_id
         self.record = record
+        self.on_lost = on_lost
         self._fd: Optional[int] = None  # the journal, open for appending
         self._journal_bytes = 0
+        self._readers: List[h5py.File] = []
+        self._found: Dict[str, str] = {}  # video -> the file holding it, when not ours
         if writable:
             os.makedirs(root, exist_ok=True)
-            remove_temporaries([self.path], find_temporaries(root))  # a killed checkpoint's
         for path in (self.path, self.journal):
             if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
                 raise InputError(f"output_path: {path} is not a regular file (a link, a "
                                  "folder or a special file); move it away")
         if writable:
-            self.checkpoint()
-        self._readers = [self._open_reader(self.path, own=True)] + [
-            self._open_reader(path, own=False) for path in _other_shard_files(
-                root, feature_type, num_shards)]
+            temporaries = find_temporaries(root)
+            # ours, and those of runs with another num_shards: none is alive (the lock)
+            for path in [self.path] + [p for p in _shard_files(root, feature_type)
+                                       if _num_shards_of(p) != num_shards]:
+                remove_temporaries([path], temporaries)  # a killed checkpoint's copy
+                if os.path.lexists(journal_path(path)):
+                    self._fold_at_start(path)
+        try:
+            self._readers = [self._open_reader(self.path, own=True)] + [
+                self._open_reader(p, own=False) for p in _shard_files(root, feature_type)
+                if p != self.path]
+        except InputError:
+            self.close()
+            raise
         self._readers = [r for r in self._readers if r is not None]
-        self._found: Dict[str, str] = {}  # video -> the file holding it, when not ours
+
+    def _fold_at_start(self, path: str) -> None:
+        try:
+            fold(path, self.feature_type, self.on_lost)
+        except (OSError, ValueError) as e:
+            raise InputError(f"output_path: cannot fold {journal_path(path)} into {path} "
+                             f"({one_line(e)}); free space or move the file away") from None
 
     @staticmethod
     def _open_reader(path: str, own: bool) -> Optional[h5py.File]:
@@ -184,9 +299,10 @@ class H5Store:
             return reader
         except (OSError, ValueError) as e:
             if own:
-                raise InputError(f"output_path: cannot read {path} ({e}); move it away to "
-                                 "start the shard's file anew") from None
-            log.warning("cannot read %s (%s); its videos are not counted as done", path, e)
+                raise InputError(f"output_path: cannot read {path} ({one_line(e)}); move it "
+                                 "away to start the shard's file anew") from None
+            log.warning("cannot read %s (%s); its videos are not counted as done", path,
+                        one_line(e))
             return None
 
     # -- what batch_run asks ----------------------------------------------------------------
@@ -196,8 +312,14 @@ class H5Store:
         return {key: f"{where}/{name}/{key}" for key in self.keys}
 
     def claim(self, name: str) -> str:
-        """Why the video cannot be stored in the shard's file ('' when it can): its group
-        would pass through a dataset already there (see ``h5_format.name_clash``)."""
+        """Why the video cannot be stored in the shard's file ('' when it can): its name is
+        not UTF-8 text, or its group would pass through a dataset already there, or over a
+        folder of other videos named like one of its keys (see ``h5_format.name_clash``)."""
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return (f"its output name {ascii(name)} is not valid UTF-8, and HDF5 names are "
+                    "UTF-8 text; rename the file, or use save_numpy")
         reader = self._readers[0] if self._readers and self._readers[0].filename == self.path \
             else None
         if reader is None:
@@ -218,9 +340,12 @@ class H5Store:
         return ""
 
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
-        """``(Tv, seconds)`` when the shard's file (as of its last checkpoint) holds the video
-        whole, or the file of a run with another ``num_shards`` does (re-sharding a folder
-        redoes nothing; the video stays where it is)."""
+        """``(Tv, seconds)`` when a shard file of the folder (as of its last checkpoint),
+        this shard's first, holds the video whole."""
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
         for reader in self._readers:
             group = h5_format.video_group(reader, name)
             if group is None:
@@ -237,35 +362,56 @@ class H5Store:
 
     def write(self, name: str, arrays: Mapping[str, np.ndarray], video_path: str) -> None:
         """Append the video to the journal (fsynced): from here on it is done.  ``OSError``
-        (disk full) leaves the journal as it was."""
+        (disk full) leaves the journal as it was.  A checkpoint that fails here (disk full
+        while copying) is logged; the journal stays and is folded later."""
         if self._fd is None:
-            self._start_journal()
+            self._open_journal()
         data = _encode({"name": name, "video_path": video_path, "run": self.run_id},
                        [(key, np.asarray(value)) for key, value in arrays.items()])
         self._append(data)
         if self._journal_bytes >= max(MIN_CHECKPOINT_BYTES, self._file_size()):
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except (OSError, ValueError) as e:
+                log.error("%s: checkpoint failed (%s); the finished videos stay in %s and are "
+                          "added at the next checkpoint", self.path, one_line(e), self.journal)
+
+    def checkpoint(self) -> None:
+        """Fold this run's journal into the file (see ``fold``)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        fold(self.path, self.feature_type, self.on_lost)
 
     def close(self) -> None:
-        """Fold this run's videos into the file; release it."""
+        """Fold this run's videos into the file; release it (again: nothing happens)."""
         try:
-            if self.writable:
+            if self.writable and (self._fd is not None or os.path.lexists(self.journal)):
                 self.checkpoint()
         finally:
+            self.writable = False
             for reader in self._readers:
                 reader.close()
             self._readers = []
 
     # -- the journal -----------------------------------------------------------------------
-    def _start_journal(self) -> None:
-        generation = self._generation()
+    def _open_journal(self) -> None:
+        """Open the journal for appending: this run's, still there after a failed checkpoint,
+        or a new one whose first record names the file's generation it extends."""
+        if os.path.lexists(self.journal):
+            self._fd = _open_regular(self.journal, os.O_WRONLY | os.O_APPEND)
+            self._journal_bytes = os.fstat(self._fd).st_size
+            return
+        header = {"generation": generation(self.path), "feature_type": self.feature_type,
+                  "run": self.run_id, "record": self.record}
         self._fd = _open_regular(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         self._journal_bytes = 0
         try:
-            self._append(_encode({"generation": generation, "feature_type": self.feature_type,
-                                  "run": self.run_id, "record": self.record}))
+            self._append(_encode(header))
         except OSError:
-            self._drop_journal()
+            os.close(self._fd)
+            self._fd = None
+            _remove(self.journal)
             raise
 
     def _append(self, data: bytes) -> None:
@@ -281,81 +427,8 @@ class H5Store:
             raise
         self._journal_bytes += len(data)
 
-    def _drop_journal(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.journal)
-
     def _file_size(self) -> int:
         try:
             return os.stat(self.path).st_size
         except FileNotFoundError:
             return 0
-
-    def _generation(self) -> int:
-        if not os.path.exists(self.path):
-            return 0
-        with h5py.File(self.path, "r") as f:
-            return int(f.attrs.get("generation", 0))
-
-    # -- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self) -> None:
-        """Fold the journal (if any) into the file: copy, add, fsync, rename, drop it."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if not os.path.lexists(self.journal):
-            return
-        records = read_journal(self.journal)
-        first = next(records, None)
-        if first is None or "generation" not in first[0]:
-            self._drop_journal()  # killed before its first record was written whole
-            return
-        header = first[0]
-        if header["generation"] != self._generation():
-            log.info("%s was already folded into %s; removed", self.journal, self.path)
-            self._drop_journal()
-            return
-        second = next(records, None)
-        if second is None:
-            self._drop_journal()  # no video was journaled whole
-            return
-        tmp = temporary_name(self.path)
-        try:
-            count = self._fold(tmp, header, itertools.chain([second], records))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-        self._drop_journal()
-        log.info("%d video%s added to %s", count, "" if count == 1 else "s", self.path)
-
-    def _fold(self, tmp: str, header: Dict[str, Any], records) -> int:
-        """Write the file with the journal's videos added under ``tmp``; their number."""
-        if os.path.exists(self.path):
-            shutil.copyfile(self.path, tmp)
-            f = h5py.File(tmp, "r+")
-        else:
-            f = h5py.File(tmp, "w-", libver=h5_format.LIBVER)
-            h5_format.init_file(f, header.get("feature_type", self.feature_type))
-        count = 0
-        with f:
-            h5_format.add_runs(f, {header["run"]: header["record"]})
-            for video, arrays in records:
-                try:
-                    h5_format.write_video(f, video["name"], arrays, video["video_path"],
-                                          video["run"])
-                except (ValueError, KeyError, TypeError) as e:  # h5py: the name cannot be made
-                    log.error("%s: cannot add %s to %s (%s); left out, extracted again by the "
-                              "next run", video["video_path"], video["name"], self.path, e)
-                    continue
-                count += 1
-            f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
-        return count
