@@ -232,6 +232,45 @@ def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
         assert_same(features["g"], extra)
 
 
+def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, monkeypatch):
+    """The warning's count comes from the record frames: no video's payload is hashed or
+    decoded (a journal can be tens of GB)."""
+    from utils import h5_store
+    root = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
+    spec = FEATURE_TYPES["s3d"]
+    store = H5Store(str(root), "s3d", 0, 1, spec.keys, spec.features, "later-run", {})
+    big = {"s3d": np.ones((2048, 1024), np.float32), "timestamps_ms": np.zeros((2048, 2)),
+           "fps": np.float64(10)}  # about 8 MB a record
+    try:
+        for i in range(6):
+            store.write(f"g{i}", big, f"/in/g{i}.mp4")
+        journal = journal_path(store.path)
+        assert os.path.getsize(journal) > 6 * 8 * 2**20
+        hashed = []
+        real_decode, real_sha = h5_store._decode, h5_store.hashlib.sha256
+
+        def decode(payload):
+            header, arrays = real_decode(payload)
+            if arrays or "name" in header:
+                raise AssertionError("a video's record was decoded")
+            return header, arrays
+
+        def sha256(data=b""):
+            hashed.append(len(data))
+            return real_sha(data)
+
+        monkeypatch.setattr(h5_store, "_decode", decode)
+        monkeypatch.setattr(h5_store.hashlib, "sha256", sha256)
+        with caplog.at_level(logging.WARNING), load(str(root)) as features:
+            assert len(features) == 4
+        monkeypatch.undo()
+        assert f"{journal}: 6 videos finished after the last checkpoint" in caplog.text
+        assert sum(hashed) < 2**20, hashed  # the header only
+    finally:
+        store.close()
+
+
 def test_video_names_equal_video_groups_and_skip_links(made, tmp_path):
     path = tmp_path / "x.h5"
     shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", path)

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import stat
+import struct
 import sys
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -51,7 +52,7 @@ from utils import h5_format, serialization
 from utils.config import FEATURE_TYPES
 from utils.errors import one_line
 from utils.files import target_of, temporary_name
-from utils.h5_store import journal_path, read_journal
+from utils.h5_store import count_journal, journal_path, read_journal
 from utils.manifests import latest_records
 from utils.naming import EXTENSIONS
 from utils.provenance import RUNS_FOLDER, folder_runs
@@ -353,18 +354,25 @@ def _text_attr(f, attr: str) -> Optional[str]:
 
 
 def _warn_journal(path: str, f) -> None:
-    """Warn about videos waiting in the journal beside ``path`` (not in the file yet)."""
+    """Warn about videos waiting in the journal beside ``path`` (not in the file yet).  Only
+    the journal's first record (its header: the generation it extends) is read; the videos
+    are counted from the record frames (``count_journal``): a journal of tens of GB costs a
+    few reads, not a pass over its data."""
     journal = journal_path(path)
     if not os.path.lexists(journal):
         return
-    waiting = 0
     try:
         records = read_journal(journal)
-        first = next(records, None)
+        try:
+            first = next(records, None)
+        finally:
+            records.close()
         if first is None or first[0].get("generation") != int(f.attrs.get("generation", 0)):
             return  # empty, or already folded into the file (a rerun removes it)
-        waiting = sum(1 for _ in records)
-    except (OSError, ValueError) as e:
+        waiting = count_journal(journal)
+    except FileNotFoundError:
+        return  # folded (and removed) by a checkpoint meanwhile
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as e:
         log.warning("%s: journal beside %s not read (%s)", journal, path, one_line(e))
         return
     log.warning("%s: %d video%s finished after the last checkpoint of %s wait%s there and are "
