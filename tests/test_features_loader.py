@@ -185,6 +185,49 @@ def test_damaged_files_are_one_clear_error(made, tmp_path):
         load(str(foreign))
     with pytest.raises(OutputError, match="no such file or folder"):
         load(str(tmp_path / "nowhere"))
+    truncated = tmp_path / "truncated.h5"
+    shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", truncated)
+    os.truncate(truncated, os.path.getsize(truncated) // 2)
+    with pytest.raises(OutputError, match=f"{truncated}: not a readable HDF5 file"):
+        load(str(truncated))
+    for attr, value in (("format", np.array([1, 2])), ("format", 5),
+                        ("feature_type", np.array([1, 2]))):
+        odd = tmp_path / f"odd-{attr}.h5"
+        shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", odd)
+        with h5py.File(odd, "r+") as f:
+            del f.attrs[attr]
+            f.attrs[attr] = value
+        with pytest.raises(OutputError) as info:
+            load(str(odd))
+        assert str(odd) in str(info.value), (attr, value, str(info.value))
+
+
+def test_damaged_h5_is_always_an_output_error_naming_it(made, tmp_path, caplog):
+    """Bytes overwritten anywhere in a shard file: opening, listing, summarizing, reading
+    each video and the run records either work or raise OutputError naming the file (not
+    OSError, KeyError or a JSON error from deep inside h5py)."""
+    data = (made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5").read_bytes()
+    path = tmp_path / "damaged.h5"
+    stages = []
+    for at in range(0, len(data), 97):
+        damaged = bytearray(data)
+        damaged[at:at + 64] = b"\xa5" * 64
+        path.write_bytes(bytes(damaged))
+        stage = "load"
+        try:
+            with load(str(path)) as features:
+                stage = "summary"
+                summarize(features)
+                stage = "read"
+                for name in features:
+                    features[name]
+                    features.video_path(name), features.run(name)
+                stage = "runs"
+                features.runs()
+        except OutputError as e:
+            assert str(path) in str(e), (at, stage, str(e))
+            stages.append(stage)
+    assert "load" in stages and "runs" in stages, stages  # listing and records were hit
 
 
 def test_mixed_formats_need_a_choice(made, tmp_path):

@@ -253,15 +253,23 @@ class H5Features(Features):
         try:
             for i, path in enumerate(self.paths):
                 f = self._file(i)
-                types.add(_text_attr(f, "feature_type"))
-                _warn_journal(path, f)
-                keys = ALL_KEYS
-                for name in h5_format.video_names(f, keys):
-                    first = self._where.setdefault(name, i)
-                    if first != i:
-                        raise OutputError(f"video {name!r} is in two files: {self.paths[first]} "
-                                          f"and {path}; keep one of them (files of runs with "
-                                          "different num_shards?)")
+                try:
+                    feature_type = _text_attr(f, "feature_type")
+                    if feature_type is not None and not isinstance(feature_type, str):
+                        raise ValueError(f"feature_type attribute {feature_type!r} is not text")
+                    types.add(feature_type)
+                    _warn_journal(path, f)
+                    for name in h5_format.video_names(f, ALL_KEYS):
+                        first = self._where.setdefault(name, i)
+                        if first != i:
+                            raise OutputError(f"video {name!r} is in two files: "
+                                              f"{self.paths[first]} and {path}; keep one of them "
+                                              "(files of runs with different num_shards?)")
+                except OutputError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+                    raise OutputError(f"{path}: damaged, or not a features file of this tool "
+                                      f"({one_line(e)})") from None
         except BaseException:
             self.close()
             raise
@@ -281,9 +289,11 @@ class H5Features(Features):
                 raise OutputError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
             try:
                 h5_format.check_file(f, path)
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - a damaged or odd format attribute
                 f.close()
-                raise OutputError(str(e)) from None
+                text = one_line(e)
+                raise OutputError(text if path in text else f"{path} is not a features file of "
+                                  f"this tool ({text})") from None
             self._open[i] = f
         return self._open[i]
 
@@ -326,7 +336,12 @@ class H5Features(Features):
                               f"({one_line(e)})") from None
 
     def _attr(self, name: str, attr: str) -> Optional[str]:
-        value = self._group(name).attrs.get(attr)
+        group = self._group(name)
+        try:
+            value = group.attrs.get(attr)
+        except Exception as e:  # noqa: BLE001
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
     def video_path(self, name):
@@ -338,7 +353,13 @@ class H5Features(Features):
     def runs(self):
         found: Dict[str, Dict[str, Any]] = {}
         for i in range(len(self.paths)):
-            found.update(h5_format.runs(self._file(i)))
+            try:
+                found.update(h5_format.runs(self._file(i)))
+            except OutputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a damaged record: OSError, JSON errors...
+                raise OutputError(f"{self.paths[i]}: its run records cannot be read "
+                                  f"({one_line(e)})") from None
         return found
 
     def close(self):
