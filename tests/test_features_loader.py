@@ -419,6 +419,104 @@ def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path
     assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["dup.h5", "out.h5"]
 
 
+def _one_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _h5_of(path, videos):
+    """A shard file holding ``videos`` (name -> arrays); a name given as bytes is written as
+    that raw link name (not UTF-8)."""
+    with h5py.File(path, "w", libver=h5_format.LIBVER) as f:
+        h5_format.init_file(f, "s3d")
+        for name, arrays in videos.items():
+            if isinstance(name, bytes):
+                group = f.create_group(name)  # h5py refuses such a str, not bytes
+                group.attrs[h5_format.VIDEO_ATTR] = "/in/x.mp4"
+                for key, value in arrays.items():
+                    group[key] = value
+            else:
+                h5_format.write_video(f, name, arrays, f"/in/{name}.mp4", None)
+
+
+def test_pack_and_merge_refuse_names_hdf5_cannot_hold(made, tmp_path, capsys, monkeypatch,
+                                                       restore_logging):
+    """A video whose group would pass through another's dataset (mirror: a.mp4 and
+    a/s3d/y.mp4), or whose name is not UTF-8 (an undecodable byte in a file name): one
+    error line naming it, exit 2, nothing written (no OUT, no temporary)."""
+    want = expected(made, "mirror")
+    clash = tmp_path / "clash" / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "mirror"] / "s3d", clash)
+    (clash / "a" / "s3d").mkdir()
+    for key in FEATURE_TYPES["s3d"].keys:
+        shutil.copy(clash / f"f_{key}.npy", clash / "a" / "s3d" / f"y_{key}.npy")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "out.h5"
+    assert main(["pack", str(clash), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "videos 'a' and 'a/s3d/y' cannot both be stored" in err and str(clash) in err
+    assert os.listdir(work) == []
+    monkeypatch.setattr(h5_format, "name_clash", lambda *a: None)  # write_video's own refusal
+    assert main(["pack", str(clash), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "'a/s3d/y' cannot be stored: 'a/s3d' is a dataset of another video" in err
+    assert str(clash / "a" / "s3d" / "y_s3d.npy") in err and os.listdir(work) == []
+    monkeypatch.undo()
+
+    # a file name with an undecodable byte: listed and read (a surrogate in the name), not packed
+    odd = tmp_path / "odd" / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", odd)
+    for key in FEATURE_TYPES["s3d"].keys:
+        os.rename(odd / f"a_{key}.npy", os.path.join(os.fsencode(odd), b"caf\xe9_" + key.encode()
+                                                     + b".npy"))
+    name = os.fsdecode(b"caf\xe9")
+    with load(str(odd)) as features:
+        assert sorted(features) == sorted(["b", name, "e", "f"])
+        assert_same(features[name], expected(made, "flat")["a"])
+        assert summarize(features)["videos"] == 4
+    assert main(["summary", str(odd)]) == 0
+    assert "videos: 4" in capsys.readouterr().out
+    assert main(["pack", str(odd), str(out)]) == 2
+    err = _one_error(capsys)
+    assert f"{odd}/caf\\xe9_s3d.npy: the video's name is not UTF-8 text" in err, err
+    assert os.listdir(work) == []
+    monkeypatch.setattr(features_module.FileFeatures, "video_path",
+                        lambda self, n: os.fsdecode(b"/in/d\xe9j\xe0.mp4"))  # from a manifest
+    assert main(["pack", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "video 'a' cannot be stored: its name or input path ('/in/d\\xe9j\\xe0.mp4') is " \
+        "not UTF-8 text" in err, err
+    assert os.listdir(work) == []
+    monkeypatch.undo()
+
+    # merge: shards whose videos clash, and a link name that is not UTF-8
+    first, second = tmp_path / "s3d-0-of-2.h5", tmp_path / "s3d-1-of-2.h5"
+    _h5_of(first, {"x": want["a"]})
+    _h5_of(second, {"x/s3d/y": want["f"]})
+    assert main(["merge", str(out), str(first), str(second)]) == 2
+    err = _one_error(capsys)
+    assert "videos 'x' and 'x/s3d/y' cannot both be stored" in err
+    assert str(first) in err and str(second) in err and os.listdir(work) == []
+    monkeypatch.setattr(h5_format, "name_clash", lambda *a: None)
+    assert main(["merge", str(out), str(first), str(second)]) == 2
+    err = _one_error(capsys)
+    assert "'x/s3d/y' cannot be stored" in err and str(second) in err
+    assert os.listdir(work) == []
+    monkeypatch.undo()
+    raw = tmp_path / "raw.h5"
+    _h5_of(raw, {b"caf\xe9": want["a"], "b": want["f"]})
+    with load(str(raw)) as features:
+        assert sorted(features) == ["b", name]
+        assert_same(features[name], want["a"])
+        assert summarize(features)["videos"] == 2
+    assert main(["merge", str(out), str(raw)]) == 2
+    err = _one_error(capsys)
+    assert f"{raw}: video 'caf\\xe9' has a name that is not UTF-8 text" in err, err
+    assert os.listdir(work) == []
+
+
 def test_the_command_line(made, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
 
