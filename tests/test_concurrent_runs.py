@@ -1,6 +1,7 @@
 """Issue 14, points 3 and 4, through the real command line: one run per (output folder,
 shard) at a time, and never two ways of sharding one folder at once; nothing read or written
 through links or special files in the output folder."""
+import errno
 import fcntl
 import json
 import os
@@ -123,6 +124,26 @@ def test_lock_wait_s_waits_for_the_holder_to_end(tmp_path, monkeypatch, caplog):
     thread.join(30)
     second.join(30)
     assert got == [True]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK])
+def test_file_system_without_locks_is_one_input_error(tmp_path, monkeypatch, code):
+    """Lustre without -o flock (ENOSYS), and the like: one InputError naming the lock file
+    and the cause, not an OSError traceback (and not a LockBusy waited on)."""
+    root = str(tmp_path / "s3d")
+
+    def flock(fd, how):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    with pytest.raises(InputError) as info:
+        with shard_lock(root, 0, 1, wait_s=60):
+            pass
+    assert not isinstance(info.value, lock.LockBusy)
+    text = str(info.value)
+    assert text.startswith(f"output_path: file locks are not supported on the file system of "
+                           f"{lock.admission_lock_path(root)} ({os.strerror(code)}; Lustre: "
+                           "mount with -o flock)"), text
 
 
 def test_links_and_special_files_in_the_output_folder_are_never_followed(random_checkpoint,

@@ -59,8 +59,15 @@ def _open(path: str) -> int:
         raise InputError(f"output_path: cannot create the lock {path} ({e.strerror or e})") from None
 
 
-def _try(fd: int, how: int) -> bool:
-    """Take the ``flock`` ``how`` on ``fd`` if nobody's lock is in the way."""
+# flock itself unavailable: Lustre mounted without -o flock (ENOSYS), some FUSE and network
+# file systems (EOPNOTSUPP/ENOTSUP), an NFS server without a lock manager (ENOLCK)
+_NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+             errno.ENOLCK}
+
+
+def _try(fd: int, how: int, path: str) -> bool:
+    """Take the ``flock`` ``how`` on ``fd`` (the lock file ``path``) if nobody's lock is in
+    the way; a file system without locks is an ``InputError`` naming ``path``."""
     try:
         fcntl.flock(fd, how | fcntl.LOCK_NB)
         return True
@@ -69,6 +76,11 @@ def _try(fd: int, how: int) -> bool:
     except OSError as e:  # EWOULDBLOCK is EAGAIN on Linux; other systems may say EACCES
         if e.errno in (errno.EAGAIN, errno.EACCES):
             return False
+        if e.errno in _NO_LOCKS:
+            raise InputError(
+                f"output_path: file locks are not supported on the file system of {path} "
+                f"({e.strerror or e}; Lustre: mount with -o flock); two runs on one folder "
+                "could not be kept apart: use an output_path on a file system with locks") from None
         raise
 
 
@@ -78,7 +90,7 @@ def _admission(root: str) -> Iterator[None]:
     fd = _open(path)
     try:
         deadline = time.monotonic() + ADMISSION_WAIT_S
-        while not _try(fd, fcntl.LOCK_EX):
+        while not _try(fd, fcntl.LOCK_EX, path):
             if time.monotonic() > deadline:
                 raise InputError(f"output_path: the lock {path} has been held for over "
                                  f"{ADMISSION_WAIT_S:g} s by a run starting on {root} (a stopped "
@@ -131,16 +143,18 @@ def _take(root: str, shard: int, num_shards: int) -> List[int]:
     taken = False
     try:
         with _admission(root):
-            fd = _open(lock_path(root, shard, num_shards))
+            path = lock_path(root, shard, num_shards)
+            fd = _open(path)
             held.append(fd)
-            if not _try(fd, fcntl.LOCK_EX):
+            if not _try(fd, fcntl.LOCK_EX, path):
                 raise LockBusy(f"output_path: {root} is in use by another run ({_holder(fd)}) "
                                  f"for shard {shard} of {num_shards}; wait for it to end or "
                                  "stop it")
-            group = _open(group_lock_path(root, num_shards))
+            group_path = group_lock_path(root, num_shards)
+            group = _open(group_path)
             held.append(group)
             other = _other_sharding(root, num_shards)
-            if other is not None or not _try(group, fcntl.LOCK_SH):
+            if other is not None or not _try(group, fcntl.LOCK_SH, group_path):
                 who, k, j = other or ("pid unknown", "?", "?")
                 raise LockBusy(
                     f"output_path: {root} is in use by another run ({who}) for shard {k} of {j}, "
@@ -185,7 +199,7 @@ def _held(path: str, how: int) -> str:
     except OSError:
         return ""  # gone, or not a file a run would lock
     try:
-        return "" if _try(fd, how) else _holder(fd)
+        return "" if _try(fd, how, path) else _holder(fd)
     finally:
         os.close(fd)
 
