@@ -52,11 +52,24 @@ def admission_lock_path(root: str) -> str:
 
 
 def _open(path: str) -> int:
+    """The lock file, opened for writing (created if need be); read-only when it exists but
+    this user may not write it (made by another user sharing the folder: 0644 under the usual
+    umask).  ``flock`` works on a read-only file; only the holder's PID is not written."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        return os.open(path, os.O_RDWR | flags, 0o666)
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            try:
+                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                pass  # not there (a folder this user cannot write), or unreadable too
         raise InputError(f"output_path: cannot create the lock {path} ({e.strerror or e})") from None
+
+
+def _writable(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
 
 
 # flock itself unavailable: Lustre mounted without -o flock (ENOSYS), some FUSE and network
@@ -81,6 +94,11 @@ def _try(fd: int, how: int, path: str) -> bool:
                 f"output_path: file locks are not supported on the file system of {path} "
                 f"({e.strerror or e}; Lustre: mount with -o flock); two runs on one folder "
                 "could not be kept apart: use an output_path on a file system with locks") from None
+        if e.errno == errno.EBADF and not _writable(fd):  # NFS: flock as fcntl write locks
+            raise InputError(
+                f"output_path: cannot lock {path}: it belongs to another user and this file "
+                "system locks only files open for writing; make the lock files writable "
+                f"for both (chmod g+w {os.path.dirname(path)}/.lock*, umask 002)") from None
         raise
 
 
@@ -160,8 +178,9 @@ def _take(root: str, shard: int, num_shards: int) -> List[int]:
                     f"output_path: {root} is in use by another run ({who}) for shard {k} of {j}, "
                     f"which splits the videos another way than num_shards={num_shards} (shard "
                     f"{shard}); wait for it to end or stop it, or use num_shards={j}")
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            if _writable(fd):  # else another user's file: it still names a former holder
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         taken = True
         return held
     finally:
@@ -205,8 +224,19 @@ def _held(path: str, how: int) -> str:
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock, as written in its file; "pid unknown" when not written, or when
+    the PID written is of this host and no longer runs (a holder that could not write the
+    file, another user's: the PID is a former holder's)."""
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+        pid, host = holder.get("pid", "?"), holder.get("host", "?")
     except (OSError, ValueError, AttributeError):
         return "pid unknown"
+    if isinstance(pid, int) and pid > 0 and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "pid unknown"
+        except OSError:
+            pass  # alive (another user's)
+    return f"pid {pid} on {host}"
