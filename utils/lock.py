@@ -15,7 +15,9 @@ Three kinds of ``flock`` lock files live in ``<root>/runs/``:
 
 ``flock`` (not POSIX ``fcntl``/``lockf`` byte ranges) because its locks belong to the open
 file: two runs in one process (threads, or a launcher running jobs in turn) exclude each
-other too, and closing one of them leaves the other's locks held.
+other too, and closing one of them leaves the other's locks held.  A lock file another user
+made is locked through a read-only descriptor (its holder's PID is then not written); a file
+system without ``flock`` (Lustre without ``-o flock``) is an ``InputError`` naming the file.
 """
 import contextlib
 import errno
