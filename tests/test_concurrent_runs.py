@@ -1,9 +1,11 @@
 """Issue 14, points 3 and 4, through the real command line: one run per (output folder,
 shard) at a time, and never two ways of sharding one folder at once; nothing read or written
 through links or special files in the output folder."""
+import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -123,6 +125,84 @@ def test_lock_wait_s_waits_for_the_holder_to_end(tmp_path, monkeypatch, caplog):
     thread.join(30)
     second.join(30)
     assert got == [True]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK])
+def test_file_system_without_locks_is_one_input_error(tmp_path, monkeypatch, code):
+    """Lustre without -o flock (ENOSYS), and the like: one InputError naming the lock file
+    and the cause, not an OSError traceback (and not a LockBusy waited on)."""
+    root = str(tmp_path / "s3d")
+
+    def flock(fd, how):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    with pytest.raises(InputError) as info:
+        with shard_lock(root, 0, 1, wait_s=60):
+            pass
+    assert not isinstance(info.value, lock.LockBusy)
+    text = str(info.value)
+    assert text.startswith(f"output_path: file locks are not supported on the file system of "
+                           f"{lock.admission_lock_path(root)} ({os.strerror(code)}; Lustre: "
+                           "mount with -o flock)"), text
+
+
+def test_lock_files_of_another_user_are_opened_read_only(tmp_path, monkeypatch):
+    """Lock files made by another user sharing the folder (0644) cannot be opened for
+    writing: they are locked read-only (flock needs no write access), and still exclude
+    other takers; the holder's PID is not written (the file's former holder, gone, is not
+    named)."""
+    root = str(tmp_path / "s3d")
+    with shard_lock(root, 0, 2):  # the other user's run made the files
+        pass
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    shard_file = lock.lock_path(root, 0, 2)
+    with open(shard_file, "w") as f:
+        json.dump({"pid": int(gone.stdout), "host": socket.gethostname()}, f)
+    real_open, refused = os.open, []
+
+    def as_another_user(path, flags, *args, **kwargs):
+        if str(path).startswith(root) and flags & os.O_ACCMODE == os.O_RDWR \
+                and os.path.exists(path):
+            refused.append(path)
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "open", as_another_user)
+    with shard_lock(root, 0, 2):
+        assert shard_file in refused
+        for shard, num_shards in ((0, 2), (0, 3)):
+            with pytest.raises(lock.LockBusy, match="in use by another run \\(pid unknown\\)"):
+                with shard_lock(root, shard, num_shards):
+                    pass
+        with shard_lock(root, 1, 2):  # a new lock file: created writable
+            pass
+    with open(shard_file) as f:
+        assert json.load(f)["pid"] == int(gone.stdout)  # not written through a read-only fd
+    with shard_lock(root, 0, 3):  # released
+        pass
+
+    def nfs_flock(fd, how):  # NFS: an exclusive flock needs a file open for writing
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY and how & fcntl.LOCK_EX:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real_flock(fd, how)
+
+    real_flock = fcntl.flock
+    monkeypatch.setattr(lock.fcntl, "flock", nfs_flock)
+    with pytest.raises(InputError, match=f"cannot lock {re.escape(lock.admission_lock_path(root))}"
+                       ": it belongs to another user .*\\(chmod g\\+w"):
+        with shard_lock(root, 0, 2):
+            pass
+    monkeypatch.setattr(lock.fcntl, "flock", real_flock)
+    fresh = str(tmp_path / "unwritable")
+    os.makedirs(os.path.join(fresh, "runs"))
+    monkeypatch.setattr(lock.os, "open", lambda path, flags, *a, **k: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied", path)) if flags & os.O_ACCMODE
+        == os.O_RDWR else real_open(path, flags, *a, **k))
+    with pytest.raises(InputError, match="cannot create the lock .*\\.lock \\(Permission denied\\)"):
+        with shard_lock(fresh, 0, 1):
+            pass
 
 
 def test_links_and_special_files_in_the_output_folder_are_never_followed(random_checkpoint,

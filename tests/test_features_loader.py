@@ -185,6 +185,49 @@ def test_damaged_files_are_one_clear_error(made, tmp_path):
         load(str(foreign))
     with pytest.raises(OutputError, match="no such file or folder"):
         load(str(tmp_path / "nowhere"))
+    truncated = tmp_path / "truncated.h5"
+    shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", truncated)
+    os.truncate(truncated, os.path.getsize(truncated) // 2)
+    with pytest.raises(OutputError, match=f"{truncated}: not a readable HDF5 file"):
+        load(str(truncated))
+    for attr, value in (("format", np.array([1, 2])), ("format", 5),
+                        ("feature_type", np.array([1, 2]))):
+        odd = tmp_path / f"odd-{attr}.h5"
+        shutil.copy(made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5", odd)
+        with h5py.File(odd, "r+") as f:
+            del f.attrs[attr]
+            f.attrs[attr] = value
+        with pytest.raises(OutputError) as info:
+            load(str(odd))
+        assert str(odd) in str(info.value), (attr, value, str(info.value))
+
+
+def test_damaged_h5_is_always_an_output_error_naming_it(made, tmp_path, caplog):
+    """Bytes overwritten anywhere in a shard file: opening, listing, summarizing, reading
+    each video and the run records either work or raise OutputError naming the file (not
+    OSError, KeyError or a JSON error from deep inside h5py)."""
+    data = (made["outs"]["save_h5", "mirror"] / "s3d" / "s3d-0-of-1.h5").read_bytes()
+    path = tmp_path / "damaged.h5"
+    stages = []
+    for at in range(0, len(data), 97):
+        damaged = bytearray(data)
+        damaged[at:at + 64] = b"\xa5" * 64
+        path.write_bytes(bytes(damaged))
+        stage = "load"
+        try:
+            with load(str(path)) as features:
+                stage = "summary"
+                summarize(features)
+                stage = "read"
+                for name in features:
+                    features[name]
+                    features.video_path(name), features.run(name)
+                stage = "runs"
+                features.runs()
+        except OutputError as e:
+            assert str(path) in str(e), (at, stage, str(e))
+            stages.append(stage)
+    assert "load" in stages and "runs" in stages, stages  # listing and records were hit
 
 
 def test_mixed_formats_need_a_choice(made, tmp_path):
@@ -230,6 +273,45 @@ def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
         store.close()
     with load(str(root)) as features:  # folded
         assert_same(features["g"], extra)
+
+
+def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, monkeypatch):
+    """The warning's count comes from the record frames: no video's payload is hashed or
+    decoded (a journal can be tens of GB)."""
+    from utils import h5_store
+    root = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
+    spec = FEATURE_TYPES["s3d"]
+    store = H5Store(str(root), "s3d", 0, 1, spec.keys, spec.features, "later-run", {})
+    big = {"s3d": np.ones((2048, 1024), np.float32), "timestamps_ms": np.zeros((2048, 2)),
+           "fps": np.float64(10)}  # about 8 MB a record
+    try:
+        for i in range(6):
+            store.write(f"g{i}", big, f"/in/g{i}.mp4")
+        journal = journal_path(store.path)
+        assert os.path.getsize(journal) > 6 * 8 * 2**20
+        hashed = []
+        real_decode, real_sha = h5_store._decode, h5_store.hashlib.sha256
+
+        def decode(payload):
+            header, arrays = real_decode(payload)
+            if arrays or "name" in header:
+                raise AssertionError("a video's record was decoded")
+            return header, arrays
+
+        def sha256(data=b""):
+            hashed.append(len(data))
+            return real_sha(data)
+
+        monkeypatch.setattr(h5_store, "_decode", decode)
+        monkeypatch.setattr(h5_store.hashlib, "sha256", sha256)
+        with caplog.at_level(logging.WARNING), load(str(root)) as features:
+            assert len(features) == 4
+        monkeypatch.undo()
+        assert f"{journal}: 6 videos finished after the last checkpoint" in caplog.text
+        assert sum(hashed) < 2**20, hashed  # the header only
+    finally:
+        store.close()
 
 
 def test_video_names_equal_video_groups_and_skip_links(made, tmp_path):
@@ -335,6 +417,104 @@ def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path
     assert main(["pack", "--force", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
     assert capsys.readouterr().err == "error: No space left on device\n"
     assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["dup.h5", "out.h5"]
+
+
+def _one_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _h5_of(path, videos):
+    """A shard file holding ``videos`` (name -> arrays); a name given as bytes is written as
+    that raw link name (not UTF-8)."""
+    with h5py.File(path, "w", libver=h5_format.LIBVER) as f:
+        h5_format.init_file(f, "s3d")
+        for name, arrays in videos.items():
+            if isinstance(name, bytes):
+                group = f.create_group(name)  # h5py refuses such a str, not bytes
+                group.attrs[h5_format.VIDEO_ATTR] = "/in/x.mp4"
+                for key, value in arrays.items():
+                    group[key] = value
+            else:
+                h5_format.write_video(f, name, arrays, f"/in/{name}.mp4", None)
+
+
+def test_pack_and_merge_refuse_names_hdf5_cannot_hold(made, tmp_path, capsys, monkeypatch,
+                                                       restore_logging):
+    """A video whose group would pass through another's dataset (mirror: a.mp4 and
+    a/s3d/y.mp4), or whose name is not UTF-8 (an undecodable byte in a file name): one
+    error line naming it, exit 2, nothing written (no OUT, no temporary)."""
+    want = expected(made, "mirror")
+    clash = tmp_path / "clash" / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "mirror"] / "s3d", clash)
+    (clash / "a" / "s3d").mkdir()
+    for key in FEATURE_TYPES["s3d"].keys:
+        shutil.copy(clash / f"f_{key}.npy", clash / "a" / "s3d" / f"y_{key}.npy")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "out.h5"
+    assert main(["pack", str(clash), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "videos 'a' and 'a/s3d/y' cannot both be stored" in err and str(clash) in err
+    assert os.listdir(work) == []
+    monkeypatch.setattr(h5_format, "name_clash", lambda *a: None)  # write_video's own refusal
+    assert main(["pack", str(clash), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "'a/s3d/y' cannot be stored: 'a/s3d' is a dataset of another video" in err
+    assert str(clash / "a" / "s3d" / "y_s3d.npy") in err and os.listdir(work) == []
+    monkeypatch.undo()
+
+    # a file name with an undecodable byte: listed and read (a surrogate in the name), not packed
+    odd = tmp_path / "odd" / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", odd)
+    for key in FEATURE_TYPES["s3d"].keys:
+        os.rename(odd / f"a_{key}.npy", os.path.join(os.fsencode(odd), b"caf\xe9_" + key.encode()
+                                                     + b".npy"))
+    name = os.fsdecode(b"caf\xe9")
+    with load(str(odd)) as features:
+        assert sorted(features) == sorted(["b", name, "e", "f"])
+        assert_same(features[name], expected(made, "flat")["a"])
+        assert summarize(features)["videos"] == 4
+    assert main(["summary", str(odd)]) == 0
+    assert "videos: 4" in capsys.readouterr().out
+    assert main(["pack", str(odd), str(out)]) == 2
+    err = _one_error(capsys)
+    assert f"{odd}/caf\\xe9_s3d.npy: the video's name is not UTF-8 text" in err, err
+    assert os.listdir(work) == []
+    monkeypatch.setattr(features_module.FileFeatures, "video_path",
+                        lambda self, n: os.fsdecode(b"/in/d\xe9j\xe0.mp4"))  # from a manifest
+    assert main(["pack", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
+    err = _one_error(capsys)
+    assert "video 'a' cannot be stored: its name or input path ('/in/d\\xe9j\\xe0.mp4') is " \
+        "not UTF-8 text" in err, err
+    assert os.listdir(work) == []
+    monkeypatch.undo()
+
+    # merge: shards whose videos clash, and a link name that is not UTF-8
+    first, second = tmp_path / "s3d-0-of-2.h5", tmp_path / "s3d-1-of-2.h5"
+    _h5_of(first, {"x": want["a"]})
+    _h5_of(second, {"x/s3d/y": want["f"]})
+    assert main(["merge", str(out), str(first), str(second)]) == 2
+    err = _one_error(capsys)
+    assert "videos 'x' and 'x/s3d/y' cannot both be stored" in err
+    assert str(first) in err and str(second) in err and os.listdir(work) == []
+    monkeypatch.setattr(h5_format, "name_clash", lambda *a: None)
+    assert main(["merge", str(out), str(first), str(second)]) == 2
+    err = _one_error(capsys)
+    assert "'x/s3d/y' cannot be stored" in err and str(second) in err
+    assert os.listdir(work) == []
+    monkeypatch.undo()
+    raw = tmp_path / "raw.h5"
+    _h5_of(raw, {b"caf\xe9": want["a"], "b": want["f"]})
+    with load(str(raw)) as features:
+        assert sorted(features) == ["b", name]
+        assert_same(features[name], want["a"])
+        assert summarize(features)["videos"] == 2
+    assert main(["merge", str(out), str(raw)]) == 2
+    err = _one_error(capsys)
+    assert f"{raw}: video 'caf\\xe9' has a name that is not UTF-8 text" in err, err
+    assert os.listdir(work) == []
 
 
 def test_the_command_line(made, tmp_path):

@@ -32,14 +32,18 @@ same command run again folds them in.  Anything unreadable raises ``OutputError`
     python -m utils.features merge OUT.h5 IN.h5 [IN.h5 ...] [--force]
 
 ``pack`` and ``merge`` write the layout of ``utils.h5_format`` to a temporary beside OUT,
-fsync it and rename it over OUT (never an existing OUT without ``--force``).  Exit status: 0;
-1 when ``pack`` left out incomplete sets; 2 with one ``error:`` line for unusable input.
+fsync it and rename it over OUT (never an existing OUT without ``--force``).  A video the
+layout cannot hold (its group would pass through another video's dataset: mirror ``a.mp4``
+and ``a/s3d/y.mp4``; a name that is not UTF-8, from an undecodable byte of a file name) fails
+the whole command before anything is written.  Exit status: 0; 1 when ``pack`` left out
+incomplete sets; 2 with one ``error:`` line for unusable input.
 """
 import argparse
 import json
 import logging
 import os
 import stat
+import struct
 import sys
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -51,7 +55,7 @@ from utils import h5_format, serialization
 from utils.config import FEATURE_TYPES
 from utils.errors import one_line
 from utils.files import target_of, temporary_name
-from utils.h5_store import journal_path, read_journal
+from utils.h5_store import count_journal, journal_path, read_journal
 from utils.manifests import latest_records
 from utils.naming import EXTENSIONS
 from utils.provenance import RUNS_FOLDER, folder_runs
@@ -252,15 +256,23 @@ class H5Features(Features):
         try:
             for i, path in enumerate(self.paths):
                 f = self._file(i)
-                types.add(_text_attr(f, "feature_type"))
-                _warn_journal(path, f)
-                keys = ALL_KEYS
-                for name in h5_format.video_names(f, keys):
-                    first = self._where.setdefault(name, i)
-                    if first != i:
-                        raise OutputError(f"video {name!r} is in two files: {self.paths[first]} "
-                                          f"and {path}; keep one of them (files of runs with "
-                                          "different num_shards?)")
+                try:
+                    feature_type = _text_attr(f, "feature_type")
+                    if feature_type is not None and not isinstance(feature_type, str):
+                        raise ValueError(f"feature_type attribute {feature_type!r} is not text")
+                    types.add(feature_type)
+                    _warn_journal(path, f)
+                    for name in h5_format.video_names(f, ALL_KEYS):
+                        first = self._where.setdefault(name, i)
+                        if first != i:
+                            raise OutputError(f"video {name!r} is in two files: "
+                                              f"{self.paths[first]} and {path}; keep one of them "
+                                              "(files of runs with different num_shards?)")
+                except OutputError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+                    raise OutputError(f"{path}: damaged, or not a features file of this tool "
+                                      f"({one_line(e)})") from None
         except BaseException:
             self.close()
             raise
@@ -280,9 +292,11 @@ class H5Features(Features):
                 raise OutputError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
             try:
                 h5_format.check_file(f, path)
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - a damaged or odd format attribute
                 f.close()
-                raise OutputError(str(e)) from None
+                text = one_line(e)
+                raise OutputError(text if path in text else f"{path} is not a features file of "
+                                  f"this tool ({text})") from None
             self._open[i] = f
         return self._open[i]
 
@@ -300,7 +314,8 @@ class H5Features(Features):
 
     def _group(self, name: str):
         i = self._where[name]
-        group = h5_format.video_group(self._file(i), name)
+        # a link name that is not UTF-8 was listed with surrogateescape: looked up by its bytes
+        group = h5_format.video_group(self._file(i), name.encode("utf-8", "surrogateescape"))
         if group is None:
             raise OutputError(f"{self.paths[i]}: video {name!r} is no longer there")
         return group
@@ -325,7 +340,12 @@ class H5Features(Features):
                               f"({one_line(e)})") from None
 
     def _attr(self, name: str, attr: str) -> Optional[str]:
-        value = self._group(name).attrs.get(attr)
+        group = self._group(name)
+        try:
+            value = group.attrs.get(attr)
+        except Exception as e:  # noqa: BLE001
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
     def video_path(self, name):
@@ -337,7 +357,13 @@ class H5Features(Features):
     def runs(self):
         found: Dict[str, Dict[str, Any]] = {}
         for i in range(len(self.paths)):
-            found.update(h5_format.runs(self._file(i)))
+            try:
+                found.update(h5_format.runs(self._file(i)))
+            except OutputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a damaged record: OSError, JSON errors...
+                raise OutputError(f"{self.paths[i]}: its run records cannot be read "
+                                  f"({one_line(e)})") from None
         return found
 
     def close(self):
@@ -353,18 +379,25 @@ def _text_attr(f, attr: str) -> Optional[str]:
 
 
 def _warn_journal(path: str, f) -> None:
-    """Warn about videos waiting in the journal beside ``path`` (not in the file yet)."""
+    """Warn about videos waiting in the journal beside ``path`` (not in the file yet).  Only
+    the journal's first record (its header: the generation it extends) is read; the videos
+    are counted from the record frames (``count_journal``): a journal of tens of GB costs a
+    few reads, not a pass over its data."""
     journal = journal_path(path)
     if not os.path.lexists(journal):
         return
-    waiting = 0
     try:
         records = read_journal(journal)
-        first = next(records, None)
+        try:
+            first = next(records, None)
+        finally:
+            records.close()
         if first is None or first[0].get("generation") != int(f.attrs.get("generation", 0)):
             return  # empty, or already folded into the file (a rerun removes it)
-        waiting = sum(1 for _ in records)
-    except (OSError, ValueError) as e:
+        waiting = count_journal(journal)
+    except FileNotFoundError:
+        return  # folded (and removed) by a checkpoint meanwhile
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as e:
         log.warning("%s: journal beside %s not read (%s)", journal, path, one_line(e))
         return
     log.warning("%s: %d video%s finished after the last checkpoint of %s wait%s there and are "
@@ -591,6 +624,43 @@ def write_h5(out: str, fill) -> None:
             os.remove(tmp)
 
 
+def shown(text: str) -> str:
+    """``text`` printable as UTF-8: an undecodable byte of a file name (a surrogate in the
+    ``str``) is shown as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _clash_message(source: str, clash: Tuple[str, str], keys: Sequence[str]) -> str:
+    video, other = clash
+    key = other[len(video) + 1:].split("/")[0]
+    return (f"{shown(source)}: videos '{shown(video)}' and '{shown(other)}' cannot both be "
+            f"stored in one .h5 file: '{shown(video)}/{key}' is the {key} dataset of the "
+            f"first, where the second's group would go; rename one of them (nothing was "
+            f"written)")
+
+
+def _write_video(f, name: str, arrays, video_path: str, run: Optional[str], where: str) -> None:
+    """``h5_format.write_video``, its refusals (a name the layout or HDF5 cannot hold) as an
+    ``OutputError`` naming the video and where it comes from."""
+    try:
+        h5_format.write_video(f, name, arrays, video_path, run)
+    except UnicodeEncodeError:
+        raise OutputError(f"{shown(where)}: video '{shown(name)}' cannot be stored: its name or "
+                          f"input path ('{shown(video_path)}') is not UTF-8 text, and HDF5 "
+                          "stores text as UTF-8 (nothing was written)") from None
+    except ValueError as e:
+        raise OutputError(f"{shown(where)}: {shown(one_line(e))} (nothing was "
+                          "written)") from None  # it names the video
+
+
 def pack(folder: str, out: str, force: bool = False, format: Optional[str] = None
          ) -> Tuple[int, int]:
     """A folder of ``.npy`` (or ``.pkl``) outputs -> one ``.h5`` file of ``utils.h5_format``'s
@@ -606,6 +676,15 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
     assert isinstance(features, FileFeatures)
     _check_out(out, force)
     spec = FEATURE_TYPES[features.feature_type or ""]
+    for name in features:
+        if not _utf8(name):
+            raise OutputError(f"{shown(features.files(name)[spec.keys[0]])}: the video's name "
+                              "is not UTF-8 text (an undecodable byte in the file name), and "
+                              "HDF5 stores names as UTF-8; rename its files, then pack again "
+                              "(nothing was written)")
+    clash = h5_format.name_clash(list(features), spec.keys)
+    if clash is not None:
+        raise OutputError(_clash_message(features.source, clash, spec.keys))
     counts = [0, 0]
 
     def fill(f):
@@ -618,8 +697,8 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
                             name, ", ".join(sorted(files.values())))
                 counts[1] += 1
                 continue
-            h5_format.write_video(f, name, features.read(name), features.video_path(name) or "",
-                                  features.run(name))
+            _write_video(f, name, features.read(name), features.video_path(name) or "",
+                         features.run(name), shown(files[spec.keys[0]]))
             counts[0] += 1
 
     write_h5(out, fill)
@@ -637,12 +716,24 @@ def merge(out: str, inputs: Sequence[str], force: bool = False) -> int:
                 raise OutputError(f"{path} is given twice ({other})")
     _check_out(out, force)
     with H5Features(list(inputs), ", ".join(inputs)) as features:
+        for name in features:
+            if not _utf8(name):
+                raise OutputError(f"{shown(features.file_of(name))}: video '{shown(name)}' "
+                                  "has a name that is not UTF-8 text; it cannot be stored by "
+                                  "this tool (nothing was written)")
+        keys = FEATURE_TYPES[features.feature_type].keys \
+            if features.feature_type in FEATURE_TYPES else ALL_KEYS
+        clash = h5_format.name_clash(sorted(features), keys)
+        if clash is not None:
+            raise OutputError(_clash_message(
+                f"{features.file_of(clash[0])}, {features.file_of(clash[1])}", clash, keys))
+
         def fill(f):
             h5_format.init_file(f, features.feature_type or "")
             h5_format.add_runs(f, features.runs())
             for name in sorted(features):
-                h5_format.write_video(f, name, features.read(name),
-                                      features.video_path(name) or "", features.run(name))
+                _write_video(f, name, features.read(name), features.video_path(name) or "",
+                             features.run(name), features.file_of(name))
 
         write_h5(out, fill)
         return len(features)
@@ -680,19 +771,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "summary":
             with load(args.path, format=args.format) as features:
                 s = summarize(features)
-            print(json.dumps(s, indent=1) if args.json else format_summary(s))
+            print(json.dumps(s, indent=1) if args.json else shown(format_summary(s)))
             return 0
         if args.command == "pack":
             packed, left = pack(args.folder, args.out, args.force, args.format)
-            print(f"{args.out}: {packed} video{'' if packed == 1 else 's'} packed"
+            print(f"{shown(args.out)}: {packed} video{'' if packed == 1 else 's'} packed"
                   + (f"; {left} incomplete set{'' if left == 1 else 's'} left out" if left else ""))
             return 1 if left else 0
         count = merge(args.out, args.inputs, args.force)
-        print(f"{args.out}: {count} video{'' if count == 1 else 's'} from {len(args.inputs)} "
+        print(f"{shown(args.out)}: {count} video{'' if count == 1 else 's'} from {len(args.inputs)} "
               f"file{'' if len(args.inputs) == 1 else 's'}")
         return 0
     except (OutputError, OSError) as e:
-        print(f"error: {_message(e)}", file=sys.stderr)
+        print(f"error: {shown(_message(e))}", file=sys.stderr)
         return 2
 
 

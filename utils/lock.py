@@ -15,7 +15,9 @@ Three kinds of ``flock`` lock files live in ``<root>/runs/``:
 
 ``flock`` (not POSIX ``fcntl``/``lockf`` byte ranges) because its locks belong to the open
 file: two runs in one process (threads, or a launcher running jobs in turn) exclude each
-other too, and closing one of them leaves the other's locks held.
+other too, and closing one of them leaves the other's locks held.  A lock file another user
+made is locked through a read-only descriptor (its holder's PID is then not written); a file
+system without ``flock`` (Lustre without ``-o flock``) is an ``InputError`` naming the file.
 """
 import contextlib
 import errno
@@ -52,15 +54,35 @@ def admission_lock_path(root: str) -> str:
 
 
 def _open(path: str) -> int:
+    """The lock file, opened for writing (created if need be); read-only when it exists but
+    this user may not write it (made by another user sharing the folder: 0644 under the usual
+    umask).  ``flock`` works on a read-only file; only the holder's PID is not written."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        return os.open(path, os.O_RDWR | flags, 0o666)
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            try:
+                return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                pass  # not there (a folder this user cannot write), or unreadable too
         raise InputError(f"output_path: cannot create the lock {path} ({e.strerror or e})") from None
 
 
-def _try(fd: int, how: int) -> bool:
-    """Take the ``flock`` ``how`` on ``fd`` if nobody's lock is in the way."""
+def _writable(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+
+
+# flock itself unavailable: Lustre mounted without -o flock (ENOSYS), some FUSE and network
+# file systems (EOPNOTSUPP/ENOTSUP), an NFS server without a lock manager (ENOLCK)
+_NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+             errno.ENOLCK}
+
+
+def _try(fd: int, how: int, path: str) -> bool:
+    """Take the ``flock`` ``how`` on ``fd`` (the lock file ``path``) if nobody's lock is in
+    the way; a file system without locks is an ``InputError`` naming ``path``."""
     try:
         fcntl.flock(fd, how | fcntl.LOCK_NB)
         return True
@@ -69,6 +91,16 @@ def _try(fd: int, how: int) -> bool:
     except OSError as e:  # EWOULDBLOCK is EAGAIN on Linux; other systems may say EACCES
         if e.errno in (errno.EAGAIN, errno.EACCES):
             return False
+        if e.errno in _NO_LOCKS:
+            raise InputError(
+                f"output_path: file locks are not supported on the file system of {path} "
+                f"({e.strerror or e}; Lustre: mount with -o flock); two runs on one folder "
+                "could not be kept apart: use an output_path on a file system with locks") from None
+        if e.errno == errno.EBADF and not _writable(fd):  # NFS: flock as fcntl write locks
+            raise InputError(
+                f"output_path: cannot lock {path}: it belongs to another user and this file "
+                "system locks only files open for writing; make the lock files writable "
+                f"for both (chmod g+w {os.path.dirname(path)}/.lock*, umask 002)") from None
         raise
 
 
@@ -78,7 +110,7 @@ def _admission(root: str) -> Iterator[None]:
     fd = _open(path)
     try:
         deadline = time.monotonic() + ADMISSION_WAIT_S
-        while not _try(fd, fcntl.LOCK_EX):
+        while not _try(fd, fcntl.LOCK_EX, path):
             if time.monotonic() > deadline:
                 raise InputError(f"output_path: the lock {path} has been held for over "
                                  f"{ADMISSION_WAIT_S:g} s by a run starting on {root} (a stopped "
@@ -131,23 +163,26 @@ def _take(root: str, shard: int, num_shards: int) -> List[int]:
     taken = False
     try:
         with _admission(root):
-            fd = _open(lock_path(root, shard, num_shards))
+            path = lock_path(root, shard, num_shards)
+            fd = _open(path)
             held.append(fd)
-            if not _try(fd, fcntl.LOCK_EX):
+            if not _try(fd, fcntl.LOCK_EX, path):
                 raise LockBusy(f"output_path: {root} is in use by another run ({_holder(fd)}) "
                                  f"for shard {shard} of {num_shards}; wait for it to end or "
                                  "stop it")
-            group = _open(group_lock_path(root, num_shards))
+            group_path = group_lock_path(root, num_shards)
+            group = _open(group_path)
             held.append(group)
             other = _other_sharding(root, num_shards)
-            if other is not None or not _try(group, fcntl.LOCK_SH):
+            if other is not None or not _try(group, fcntl.LOCK_SH, group_path):
                 who, k, j = other or ("pid unknown", "?", "?")
                 raise LockBusy(
                     f"output_path: {root} is in use by another run ({who}) for shard {k} of {j}, "
                     f"which splits the videos another way than num_shards={num_shards} (shard "
                     f"{shard}); wait for it to end or stop it, or use num_shards={j}")
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            if _writable(fd):  # else another user's file: it still names a former holder
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         taken = True
         return held
     finally:
@@ -185,14 +220,25 @@ def _held(path: str, how: int) -> str:
     except OSError:
         return ""  # gone, or not a file a run would lock
     try:
-        return "" if _try(fd, how) else _holder(fd)
+        return "" if _try(fd, how, path) else _holder(fd)
     finally:
         os.close(fd)
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock, as written in its file; "pid unknown" when not written, or when
+    the PID written is of this host and no longer runs (a holder that could not write the
+    file, another user's: the PID is a former holder's)."""
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+        pid, host = holder.get("pid", "?"), holder.get("host", "?")
     except (OSError, ValueError, AttributeError):
         return "pid unknown"
+    if isinstance(pid, int) and pid > 0 and host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "pid unknown"
+        except OSError:
+            pass  # alive (another user's)
+    return f"pid {pid} on {host}"
