@@ -472,3 +472,15 @@ def test_a_checkpoint_that_fails_mid_run_costs_nothing(tmp_path, monkeypatch):
     assert report.done == 4 and report.num_failed == 0 and calls["n"] >= 3
     assert_equal_sets(h5_videos(os.path.join(out, "s3d", H5)),
                       {n: _arrays(v) for n, v in dict(a=1.0, b=2.0, c=3.0, d=4.0).items()})
+
+
+def test_the_loader_gives_back_a_path_that_is_not_utf8(tmp_path):
+    from utils.features import load
+    folder = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    folder.mkdir()
+    path = str(folder / "in.mp4")
+    open(path, "wb").close()
+    out = str(tmp_path / "out")
+    run(make_cfg([path], out, on_extraction="save_h5"), _Table({"in": 2.0}))
+    with load(os.path.join(out, "s3d")) as features:
+        assert features.video_path("in") == path

@@ -346,7 +346,8 @@ class H5Features(Features):
         except Exception as e:  # noqa: BLE001
             raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
                               f"({one_line(e)})") from None
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        # bytes: a file name that is not UTF-8, kept as its bytes (h5_format.write_video)
+        return os.fsdecode(bytes(value)) if isinstance(value, bytes) else value
 
     def video_path(self, name):
         return self._attr(name, h5_format.VIDEO_ATTR)
@@ -375,7 +376,8 @@ class H5Features(Features):
 
 def _text_attr(f, attr: str) -> Optional[str]:
     value = f.attrs.get(attr)
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    # bytes: a file name that is not UTF-8, kept as its bytes (h5_format.write_video)
+    return os.fsdecode(bytes(value)) if isinstance(value, bytes) else value
 
 
 def _warn_journal(path: str, f) -> None:
@@ -653,9 +655,9 @@ def _write_video(f, name: str, arrays, video_path: str, run: Optional[str], wher
     try:
         h5_format.write_video(f, name, arrays, video_path, run)
     except UnicodeEncodeError:
-        raise OutputError(f"{shown(where)}: video '{shown(name)}' cannot be stored: its name or "
-                          f"input path ('{shown(video_path)}') is not UTF-8 text, and HDF5 "
-                          "stores text as UTF-8 (nothing was written)") from None
+        raise OutputError(f"{shown(where)}: video '{shown(name)}' cannot be stored: its name "
+                          "is not UTF-8 text, and HDF5 stores names as UTF-8 (nothing was "
+                          "written)") from None
     except ValueError as e:
         raise OutputError(f"{shown(where)}: {shown(one_line(e))} (nothing was "
                           "written)") from None  # it names the video

@@ -55,7 +55,7 @@ def check_file(f, path: str) -> None:
     found = f.attrs.get("format")
     if isinstance(found, bytes):
         found = found.decode("utf-8", "replace")
-    if found != FORMAT:
+    if not (isinstance(found, str) and found == FORMAT):
         raise ValueError(f"{path} is not a features file of this tool (format {found!r}, "
                          f"expected {FORMAT!r})")
 
