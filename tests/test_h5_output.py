@@ -352,15 +352,20 @@ def test_a_video_under_another_videos_dataset_is_refused_before_any_work(tmp_pat
     assert h5_format.name_clash(["x", "x/s3d_howto100m/y", "x/sub/s3d"], ("s3d", "fps")) is None
 
 
-def test_a_video_under_a_dataset_already_in_the_file_fails_alone(tmp_path):
-    """The same clash across runs: the video already in the file keeps its data, the new one
-    fails at write (before it is extracted) and the file still folds."""
+def _clashing_inputs(tmp_path):
+    """in/x.mp4 and in/x/s3d/y.mp4, an output folder, mirror save_h5 options."""
     (tmp_path / "in" / "x" / "s3d").mkdir(parents=True)
     x, y = str(tmp_path / "in" / "x.mp4"), str(tmp_path / "in" / "x" / "s3d" / "y.mp4")
     for p in (x, y):
         open(p, "wb").close()
-    out = str(tmp_path / "out")
     kw = dict(on_extraction="save_h5", output_layout="mirror", input_root=str(tmp_path / "in"))
+    return x, y, str(tmp_path / "out"), kw
+
+
+def test_a_video_under_a_dataset_already_in_the_file_fails_alone(tmp_path):
+    """The same clash across runs: the video already in the file keeps its data, the new one
+    fails at write (before it is extracted) and the file still folds."""
+    x, y, out, kw = _clashing_inputs(tmp_path)
     run(make_cfg([x], out, **kw), _Table({"x": 1.0}))
     table = _Table({"x": 1.0, "y": 2.0})
     report = run(make_cfg([y], out, **kw), table)
@@ -371,12 +376,7 @@ def test_a_video_under_a_dataset_already_in_the_file_fails_alone(tmp_path):
 def test_a_video_over_a_folder_of_videos_named_like_a_key_fails_alone(tmp_path):
     """The other way round: x/s3d/y.mp4 is in the file, then x.mp4 comes: x would store its
     s3d where y's folder is; it fails at write, y keeps its data, nothing half-written."""
-    (tmp_path / "in" / "x" / "s3d").mkdir(parents=True)
-    x, y = str(tmp_path / "in" / "x.mp4"), str(tmp_path / "in" / "x" / "s3d" / "y.mp4")
-    for p in (x, y):
-        open(p, "wb").close()
-    out = str(tmp_path / "out")
-    kw = dict(on_extraction="save_h5", output_layout="mirror", input_root=str(tmp_path / "in"))
+    x, y, out, kw = _clashing_inputs(tmp_path)
     run(make_cfg([y], out, **kw), _Table({"y": 2.0}))
     report = run(make_cfg([x], out, **kw), _Table({"x": 1.0}))
     assert report.failed == {"write": 1}

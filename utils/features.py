@@ -54,7 +54,7 @@ import numpy as np
 from utils import h5_format, serialization
 from utils.config import FEATURE_TYPES
 from utils.errors import one_line
-from utils.files import target_of, temporary_name
+from utils.files import atomic_path, target_of
 from utils.h5_store import count_journal, journal_path, read_journal
 from utils.manifests import latest_records
 from utils.naming import EXTENSIONS
@@ -611,19 +611,9 @@ def write_h5(out: str, fill) -> None:
     """Write ``out`` whole or not at all: ``fill(f)`` fills a new file under a temporary name
     beside ``out``, which is fsynced and renamed over ``out``; on any error (or Ctrl-C) the
     temporary is removed and ``out`` is left as it was."""
-    tmp = temporary_name(out)
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w-", libver=h5_format.LIBVER) as f:
             fill(f)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, out)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
 
 
 def shown(text: str) -> str:

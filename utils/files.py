@@ -145,6 +145,25 @@ def atomic_write_all(paths: Sequence[str]) -> Iterator[Dict[str, AtomicFile]]:
             out.discard()
 
 
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """For a library that opens the file itself (h5py): ``with atomic_path(p) as tmp:``
+    write the file at ``tmp`` (a fresh temporary name beside ``p``); when the block ends
+    normally it is fsynced and renamed over ``p``; on an exception it is removed."""
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """``path`` now holds ``data``, written atomically."""
     with atomic_write(path) as out:

@@ -34,7 +34,7 @@ import numpy as np
 
 from utils import h5_format
 from utils.errors import InputError, one_line
-from utils.files import find_temporaries, remove_temporaries, temporary_name
+from utils.files import atomic_path, find_temporaries, remove_temporaries
 from utils.resume import arrays_complete
 
 log = logging.getLogger(__name__)
@@ -159,19 +159,9 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
         if second is None:
             _remove(journal)  # no video was journaled whole
             return 0
-        tmp = temporary_name(path)
-        try:
+        with atomic_path(path) as tmp:
             count = _fold_into(path, tmp, header, itertools.chain([second], records),
                                feature_type, on_lost)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
     finally:
         records.close()
     _remove(journal)
