@@ -420,11 +420,12 @@ def kept_clip(tmp_path_factory, random_model):
 def test_a_full_tmp_path_costs_the_kept_video_only(kept_clip, random_checkpoint, random_model,
                                                    tmp_path, when):
     """The kept video cannot be written, as on a full disk: no file may pass 16 KiB (writing
-    frames fails) or its whole size less one byte (finishing it fails).  The features (two
+    frames fails) or its whole size less 8 KiB (finishing it fails: its size varies by tens
+    of bytes from one process to another, so one byte less would not always be hit).  The features (two
     stacks of 50 frames, 8 KB) are still saved, the manifest says what happened, and
     nothing is left in tmp_path."""
     clip, size = kept_clip
-    cap = 16 * 2**10 if when == "while_encoding" else size - 1
+    cap = 16 * 2**10 if when == "while_encoding" else size - 8 * 2**10
     assert size > 64 * 2**10
     out = str(tmp_path / "out")
     kept = tmp_path / "kept"
