@@ -11,10 +11,12 @@ that form (``temporary_key``), so any legal final name can be written, and its l
 still found.
 """
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import secrets
+import stat
 from typing import Dict, Iterator, List, Sequence
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,18 @@ def atomic_write_all(paths: Sequence[str]) -> Iterator[Dict[str, AtomicFile]]:
     finally:
         for out in files.values():
             out.discard()
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor of ``path`` (``os.open`` flags), opened without following a link
+    (``OSError`` ELOOP) and only if it is a regular file: a FIFO or a device would hang or
+    never end (``OSError`` "not a regular file")."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    os.set_blocking(fd, True)
+    return fd
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ import numpy as np
 
 from utils import h5_format
 from utils.errors import InputError, one_line
-from utils.files import atomic_path, find_temporaries, remove_temporaries
+from utils.files import atomic_path, find_temporaries, open_regular, remove_temporaries
 from utils.resume import arrays_complete
 
 log = logging.getLogger(__name__)
@@ -74,21 +74,10 @@ def _decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     return header, arrays
 
 
-def _open_regular(path: str, flags: int) -> int:
-    """A file descriptor of ``path`` opened without following a link; ``OSError`` when it is
-    not a regular file (a FIFO or a device would hang or never end)."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path} is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
 def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
     """The journal's records in order, up to the first incomplete or damaged one (a write cut
     short by a kill: logged and ignored)."""
-    fd = _open_regular(path, os.O_RDONLY)
+    fd = open_regular(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         while True:
             frame = f.read(_FRAME.size)
@@ -111,7 +100,7 @@ def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarr
 def count_journal(path: str) -> int:
     """How many videos a journal holds, from its record frames alone (no payload is read or
     checked: a cheap count for a reader's warning; a damaged last record is counted)."""
-    fd = _open_regular(path, os.O_RDONLY)
+    fd = open_regular(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         end = os.fstat(f.fileno()).st_size
         at = records = 0
@@ -389,12 +378,12 @@ class H5Store:
         """Open the journal for appending: this run's, still there after a failed checkpoint,
         or a new one whose first record names the file's generation it extends."""
         if os.path.lexists(self.journal):
-            self._fd = _open_regular(self.journal, os.O_WRONLY | os.O_APPEND)
+            self._fd = open_regular(self.journal, os.O_WRONLY | os.O_APPEND)
             self._journal_bytes = os.fstat(self._fd).st_size
             return
         header = {"generation": generation(self.path), "feature_type": self.feature_type,
                   "run": self.run_id, "record": self.record}
-        self._fd = _open_regular(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        self._fd = open_regular(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         self._journal_bytes = 0
         try:
             self._append(_encode(header))

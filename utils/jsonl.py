@@ -2,9 +2,9 @@
 runs code)."""
 import json
 import logging
-import os
-import stat
 from typing import Dict, Iterable, Iterator
+
+from utils.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,12 @@ def read_records(path: str, required=("path", "status")) -> Iterator[dict]:
     """The file's JSON objects that have the ``required`` keys; a damaged line (a process
     killed mid-write) is skipped with a warning.  A missing file reads as empty."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         return
-    except OSError as e:  # a symbolic link (ELOOP), unreadable...: never followed
+    except OSError as e:  # a link (ELOOP), a FIFO or a device, unreadable...: never read
         log.warning("%s: not read (%s); it is replaced by a regular file", path,
                     e.strerror or e)
-        return
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device would hang or flood
-        os.close(fd)
-        log.warning("%s: not a regular file, not read; it is replaced by a regular file", path)
         return
     with open(fd, encoding="utf-8", errors="surrogateescape") as f:
         for number, line in enumerate(f, 1):

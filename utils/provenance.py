@@ -25,13 +25,12 @@ import os
 import platform
 import secrets
 import socket
-import stat
 from dataclasses import fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from utils.config import ExtractionConfig
 from utils.errors import InputError
-from utils.files import write_bytes
+from utils.files import open_regular, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +116,7 @@ def folder_runs(root: str) -> Dict[str, Dict[str, Any]]:
         path = os.path.join(folder, name)
         try:
             # never through a link, nor from a FIFO or a device (it would hang or flood)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with open(fd, encoding="utf-8") as f:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise ValueError("not a regular file")
+            with open(open_regular(path), encoding="utf-8") as f:
                 record = json.load(f)
             runs[record["run"]] = record
         except (OSError, ValueError, KeyError, TypeError) as e:
