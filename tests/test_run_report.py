@@ -304,3 +304,30 @@ def test_many_failures_rewrite_failed_jsonl_a_bounded_number_of_times(tmp_path, 
     assert writes.count(failed) <= 4  # at start, the first failure, maybe one timed, the end
     with open(failed, encoding="utf-8") as f:
         assert [json.loads(line)["path"] for line in f] == [f"/v/{i}.mp4" for i in range(2000)]
+
+
+def test_a_rerun_reads_each_manifest_once_and_only_the_run_records_it_names(tmp_path,
+                                                                             monkeypatch):
+    """At a run's start: the shard's manifest is read once (for the rerun check and the
+    report alike), and of the run records only those the manifests name (a folder rerun
+    many times keeps a record per run)."""
+    from test_h5_output import _Table, _paths
+    import utils.jsonl as jsonl_module
+    import utils.provenance as provenance
+    paths = _paths(tmp_path, ["p", "q"])
+    out = str(tmp_path / "out")
+    for _ in range(3):  # three runs, three records; the outputs are the first run's
+        run(make_cfg(paths, out), _Table({"p": 1.0, "q": 2.0}))
+    reads, opened = [], []
+    real_read, real_open = jsonl_module.read_records, provenance.open_regular
+    import utils.manifests as manifests_module
+    for module in (jsonl_module, manifests_module):  # every way a manifest is read
+        monkeypatch.setattr(module, "read_records",
+                            lambda path, *a: reads.append(path) or real_read(path, *a))
+    monkeypatch.setattr(provenance, "open_regular",
+                        lambda path, *a: opened.append(path) or real_open(path, *a))
+    report = run(make_cfg(paths, out), _Table({"p": 1.0, "q": 2.0}))
+    assert report.skipped == 2
+    assert reads.count(os.path.join(out, "s3d", "manifest-0-of-1.jsonl")) == 1
+    records = [n for n in os.listdir(os.path.join(out, "s3d", "runs")) if n.endswith(".json")]
+    assert len(records) == 4 and len(opened) == 1

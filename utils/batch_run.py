@@ -81,13 +81,16 @@ def _collect_warnings(path: str):
 
 def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
                  record: Dict[str, Any]) -> RunReport:
-    """Check the folder against ``record``, write it, open the manifest and failure list."""
-    check_rerun(root, record, latest_records(root), cfg.overwrite)
+    """Check the folder against ``record``, write it, open the manifest and failure list
+    (every manifest read once)."""
+    manifest_file = os.path.join(root, manifest_name(cfg.shard, cfg.num_shards))
+    per_manifest: Dict[str, Dict[str, dict]] = {}
+    check_rerun(root, record, latest_records(root, per_manifest=per_manifest), cfg.overwrite)
     try:
         write_run_record(root, record)
         return RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
-                         manifest_file=os.path.join(root, manifest_name(cfg.shard, cfg.num_shards)),
-                         started=started, run_id=run_id)
+                         manifest_file=manifest_file, started=started, run_id=run_id,
+                         previous=per_manifest.get(manifest_file, {}))
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 

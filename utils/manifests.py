@@ -112,13 +112,19 @@ def find_manifests(folder: str) -> List[Manifest]:
     return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
-def latest_records(folder: str, manifests: Optional[List[Manifest]] = None) -> Dict[str, dict]:
-    """Input path -> its latest record over every manifest of the folder."""
+def latest_records(folder: str, manifests: Optional[List[Manifest]] = None,
+                   per_manifest: Optional[Dict[str, Dict[str, dict]]] = None) -> Dict[str, dict]:
+    """Input path -> its latest record over every manifest of the folder.  ``per_manifest``:
+    filled with each manifest's own latest records (by its path), read in the same pass."""
     records: Dict[str, dict] = {}
     for manifest in manifests if manifests is not None else find_manifests(folder):
+        own: Dict[str, dict] = {}
         for record in read_records(manifest.path):
-            records.pop(record["path"], None)  # the latest last
-            records[record["path"]] = record
+            for latest in (records, own):
+                latest.pop(record["path"], None)  # the latest last
+                latest[record["path"]] = record
+        if per_manifest is not None:
+            per_manifest[manifest.path] = own
     return records
 
 

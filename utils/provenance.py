@@ -23,10 +23,11 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import socket
 from dataclasses import fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from utils.config import ExtractionConfig
 from utils.errors import InputError
@@ -39,6 +40,9 @@ RUNS_FOLDER = "runs"
 # The options that decide the features' values or where they are written.
 FEATURE_OPTIONS = ("feature_type", "stack_size", "step_size", "extraction_fps", "preprocess",
                    "precision", "output_layout", "input_root")
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # what new_run_id makes: a safe file name
 
 
 def new_run_id(now: Optional[datetime.datetime] = None) -> str:
@@ -101,19 +105,23 @@ def write_run_record(root: str, record: Dict[str, Any]) -> str:
     return path
 
 
-def folder_runs(root: str) -> Dict[str, Dict[str, Any]]:
-    """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id; a damaged
-    one is skipped with a warning."""
+def folder_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id, or only
+    those of ``ids`` (the runs that manifests name: one file each, not the whole folder); a
+    damaged one is skipped with a warning."""
     folder = os.path.join(root, RUNS_FOLDER)
     runs: Dict[str, Dict[str, Any]] = {}
     try:
-        names = sorted(os.listdir(folder))
+        names = (sorted(os.listdir(folder)) if ids is None
+                 else sorted(f"{i}.json" for i in set(ids) if _RUN_ID.fullmatch(i or "")))
     except OSError:
         return runs
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
         path = os.path.join(folder, name)
+        if ids is not None and not os.path.lexists(path):
+            continue
         try:
             # never through a link, nor from a FIFO or a device (it would hang or flood)
             with open(open_regular(path), encoding="utf-8") as f:
@@ -147,19 +155,20 @@ def option_sets(latest: Dict[str, dict], runs: Dict[str, Dict[str, Any]]
     """The distinct ``features`` of the runs that made the outputs now in the folder (from the
     manifests' latest records), each with the videos it made; videos whose run is unknown
     (made before runs were recorded) are not counted."""
-    sets: List[Tuple[Dict[str, Any], List[str]]] = []
+    by_run: Dict[str, List[str]] = {}  # compared once per run, not once per video
     for path, record in latest.items():
-        if record.get("status") not in ("done", "skipped"):
-            continue
-        run = runs.get(record.get("run") or "")
-        if run is None:
-            continue
-        for features, videos in sets:
-            if not differences(features, run["features"]):
-                videos.append(path)
+        run = record.get("run")
+        if record.get("status") in ("done", "skipped") and isinstance(run, str) and run in runs:
+            by_run.setdefault(record["run"], []).append(path)
+    sets: List[Tuple[Dict[str, Any], List[str]]] = []
+    for run_id, paths in by_run.items():
+        features = runs[run_id]["features"]
+        for known, videos in sets:
+            if not differences(known, features):
+                videos.extend(paths)
                 break
         else:
-            sets.append((run["features"], [path]))
+            sets.append((features, list(paths)))
     return sets
 
 
@@ -168,9 +177,9 @@ def check_rerun(root: str, record: Dict[str, Any], latest: Dict[str, dict],
     """Refuse (``InputError``, exit 2) a run into a folder whose outputs were made with other
     feature options or weights; ``overwrite=true`` goes on.  A folder with outputs but no run
     record (made before records existed) gets one warning."""
-    runs = folder_runs(root)
-    sets = option_sets(latest, runs)
     made = [r for r in latest.values() if r.get("status") in ("done", "skipped")]
+    runs = folder_runs(root, {r["run"] for r in made if isinstance(r.get("run"), str)})
+    sets = option_sets(latest, runs)
     if made and not sets:
         log.warning("%s has outputs but no record of the options that made them (made by an "
                     "older version?): they are kept as they are; from this run on, %s/ says "

@@ -42,7 +42,8 @@ class RunReport:
     """
 
     def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None,
-                 started: Optional[float] = None, run_id: Optional[str] = None):
+                 started: Optional[float] = None, run_id: Optional[str] = None,
+                 previous: Optional[Dict[str, dict]] = None):
         self.started = time.time() if started is None else started
         self.stopped: Optional[str] = None  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM)
         self.done = 0
@@ -58,9 +59,12 @@ class RunReport:
         self._failures_changed = False
         self._failures_written = -FAILED_EVERY_S  # the first change is written at once
         if manifest_file:
-            for record in jsonl.read_records(manifest_file):
-                self.previous.pop(record["path"], None)  # keep the order of latest records
-                self.previous[record["path"]] = record
+            if previous is not None:  # the manifest's latest records, read by the caller
+                self.previous = dict(previous)
+            else:
+                for record in jsonl.read_records(manifest_file):
+                    self.previous.pop(record["path"], None)  # keep the order of latest records
+                    self.previous[record["path"]] = record
             write_bytes(manifest_file, jsonl.encode(self.previous.values()))
         if failed_file:
             self.failures = {p: _failure(r) for p, r in self.previous.items()

@@ -91,9 +91,11 @@ def load_npy(path: str) -> np.ndarray:
         elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:  # 3.0 (UTF-8 field names) is rare: numpy reads it, pickle-free
-            return np.load(path, allow_pickle=False)
-        if not dtype.hasobject:
-            return np.load(path, allow_pickle=False)
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        if not dtype.hasobject:  # the same open file: read once
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
         array = restricted_load(f)
     if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
         raise ValueError(f"the pickled data is not the array its header announces "

@@ -42,7 +42,6 @@ EMBEDDING_DIM = 512
 BN_EPS = 1e-5
 SPEC = FEATURE_TYPES["s3d_howto100m"]
 MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_network.py finds it by test
-EVEN_STACK = SPEC.even_stack    # space-to-depth halves T
 
 
 class Unit(nn.Sequential):

@@ -61,9 +61,3 @@ def random_s3dg(seed: int = 0) -> S3DG:
     model = S3DG()
     model.load_state_dict(video_state(random_state(seed)))
     return model.eval()
-
-
-def random_sentence_encoder(seed: int = 0) -> SentenceEncoder:
-    encoder = SentenceEncoder()
-    encoder.load_state_dict(text_state(random_state(seed)))
-    return encoder.eval()

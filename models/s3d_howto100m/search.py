@@ -38,7 +38,7 @@ from models.s3d_howto100m.weights import load_text_encoder
 from utils.console import setup_logging
 from utils.errors import WeightsError, one_line
 from utils.features import Features, load, locate
-from utils.manifests import find_manifests, read_records
+from utils.manifests import find_manifests, latest_records
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,6 @@ class Hit:
     def as_dict(self) -> dict:
         return {"path": self.path, "start_ms": self.start_ms, "end_ms": self.end_ms,
                 "score": self.score}
-
-
-def latest_records(folder: str) -> Dict[str, dict]:
-    """Each video's latest manifest record (manifests oldest first, later lines win)."""
-    records: Dict[str, dict] = {}
-    for manifest in find_manifests(folder):
-        for record in read_records(manifest.path):
-            records[record["path"]] = record
-    return records
 
 
 class _Outputs:
