@@ -3,7 +3,7 @@
     python main.py feature_type=s3d video_paths="[./sample/sample.mp4]" show_pred=true
     python main.py --help      # every option, its default and meaning (utils/config.py)
 
-A thin shell: Hydra composes the typed config, ``utils.cli`` runs the batch with the
+A thin shell: Hydra composes the typed config, ``utils.run.cli`` runs the batch with the
 extractor ``models.build_extractor`` makes for it.
 """
 import os
@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from models import build_extractor
-from utils.cli import preflight_or_exit, run_from_hydra
+from utils.run.cli import preflight_or_exit, run_from_hydra
 from utils.config import register_configs
 
 register_configs()

@@ -7,7 +7,7 @@ A NULL NETWORK replaces S3D here (each stack's features are a cheap function of 
 what is measured is everything around the network, per video: opening the file, setting up
 the decoder and the filters, decoding, cutting stacks, writing the outputs, the manifest
 line.  The clips are copies of one generated 1 s, 25 fps, 112x112 H.264 clip (so every video
-costs the same), listed in a list file, run in this process through ``utils.batch_run.run``
+costs the same), listed in a list file, run in this process through ``utils.run.batch_run.run``
 as the command line runs them (kylemin preset, stack_size=16, num_workers=1, device=cpu).
 
 For each sink it prints: files created in the output folder, wall time of the run (the
@@ -42,8 +42,8 @@ import torch  # noqa: E402
 from models import build_extractor  # noqa: E402
 from models.s3d import inference  # noqa: E402
 from models.s3d.random_weights import random_s3d  # noqa: E402
-from utils import h5_format  # noqa: E402
-from utils.batch_run import run  # noqa: E402
+from utils.outputs import h5_format  # noqa: E402
+from utils.run.batch_run import run  # noqa: E402
 from utils.config import ExtractionConfig, OnExtraction  # noqa: E402
 
 SAMPLE = os.path.join(REPO, "sample", "sample.mp4")

@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.s3d import ExtractS3D  # noqa: E402
-from utils.pipeline import VideoRecord, video_batches  # noqa: E402
-from utils.preprocess import KyleminFrames  # noqa: E402
+from utils.video.pipeline import VideoRecord, video_batches  # noqa: E402
+from utils.video.preprocess import KyleminFrames  # noqa: E402
 
 log = logging.getLogger("bench")
 

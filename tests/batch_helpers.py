@@ -12,9 +12,9 @@ import torch
 
 from models.s3d import ExtractS3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
-from utils.preprocess import KyleminFrames
-from utils.naming import KEYS, output_files  # noqa: F401 -- KEYS: for the tests
-from utils.serialization import load_output
+from utils.video.preprocess import KyleminFrames
+from utils.outputs.naming import KEYS, output_files  # noqa: F401 -- KEYS: for the tests
+from utils.outputs.serialization import load_output
 from videos import cli_frames, kylemin_vf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +23,7 @@ STACK = 13  # the network's minimum: the cheapest forward pass
 
 
 def make_cfg(video_paths=None, output_path: str = "./output", **kw) -> ExtractionConfig:
-    """A config as the CLI would build it, for ``utils.batch_run.run`` in-process."""
+    """A config as the CLI would build it, for ``utils.run.batch_run.run`` in-process."""
     kw.setdefault("stack_size", STACK)
     kw.setdefault("step_size", kw["stack_size"])
     kw.setdefault("device", "cpu")
@@ -38,7 +38,7 @@ def make_extractor(model, stack_size: int = STACK, **kw) -> ExtractS3D:
 
 
 class ExtractorDouble:
-    """Base of the tests' stand-in extractors (``utils.batch_run.Extractor``): no decoding ahead."""
+    """Base of the tests' stand-in extractors (``utils.run.batch_run.Extractor``): no decoding ahead."""
 
     def planned(self, paths, progress=False):
         return contextlib.nullcontext()

@@ -1,6 +1,6 @@
 """Issue 4, point 2: every kind of bad or unusual input, each in a file made here.
 
-One batch (in-process, ``utils.batch_run.run``) holds them all, between good videos: each
+One batch (in-process, ``utils.run.batch_run.run``) holds them all, between good videos: each
 test asserts its input's exact stage (or, for inputs that must work, features equal to
 those computed from the FFmpeg CLI's own frames) and that the good videos of the same batch
 still give correct outputs.  Paths with spaces, quotes and non-ASCII characters also go
@@ -19,9 +19,9 @@ import pytest
 
 from batch_helpers import (KEYS, STACK, assert_same_outputs, cli_args, cli_reference, load_set,
                            make_cfg, make_extractor, read_jsonl, rel_err, run_cli)
-from utils.batch_run import run
+from utils.run.batch_run import run
 from utils.files import find_temporaries
-from utils.naming import output_names
+from utils.outputs.naming import output_names
 from videos import ffmpeg, synth
 
 WEIRD = "it's a \"quoted\" vidéo — 日本 (1).mp4"

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from batch_helpers import KEYS, REPO, cli_args, read_jsonl, run_cli, wait_for_state
-from utils import lock
+from utils.records import lock
 from utils.errors import InputError
-from utils.lock import shard_lock
+from utils.records.lock import shard_lock
 from videos import synth
 
 
 # A process that holds the locks of a run (shard argv[2] of argv[3] on argv[1]) until killed.
 _HOLD = ("import sys, time\n"
-         "from utils.lock import shard_lock\n"
+         "from utils.records.lock import shard_lock\n"
          "with shard_lock(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])):\n"
          "    print('held', flush=True)\n"
          "    time.sleep(600)\n")

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from batch_helpers import run_cli
-from utils.cli import compose_config, preflight
+from utils.run.cli import compose_config, preflight
 
 BAD = [
     (["on_extraction=save_npz"], "on_extraction: Invalid value 'save_npz', expected one of [print, save_numpy, save_pickle, save_h5]"),

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-import utils.decode
-from utils.decode import VideoDecoder
+import utils.video.decode
+from utils.video.decode import VideoDecoder
 from videos import cli_frames, clip_maker, ffmpeg
 
 SIZE = (64, 48)  # small, non-square: a transposed frame cannot pass for an upright one
@@ -82,7 +82,7 @@ def test_start_time_shift_is_what_makes_offset_clip_match(clip, monkeypatch):
     path = clip("offset_mp4.mp4", seconds=3, rate="30", extra=["-output_ts_offset", "0.05"])
     w, h, _ = geometry(path)
     cli = cli_frames(path, "fps=25,format=rgb24", w, h)
-    monkeypatch.setattr(utils.decode, "start_time_shift", lambda *a: 0)
+    monkeypatch.setattr(utils.video.decode, "start_time_shift", lambda *a: 0)
     ours = our_rgb(path, 25)
     same = len(ours) == len(cli) and all(np.array_equal(c, o) for c, (o, _, _) in zip(cli, ours))
     assert not same

@@ -1,6 +1,6 @@
-"""utils.features: one loader for .npy, .pkl and .h5 outputs (lazy), summary, pack and merge.
+"""utils.outputs.features: one loader for .npy, .pkl and .h5 outputs (lazy), summary, pack and merge.
 
-Outputs are made in-process by ``utils.batch_run.run`` with a double that returns seeded
+Outputs are made in-process by ``utils.run.batch_run.run`` with a double that returns seeded
 arrays (no network), in both output layouts; every value read back is compared with what the
 double returned, dtype included."""
 import logging
@@ -19,10 +19,10 @@ import torch
 from batch_helpers import REPO, ExtractorDouble, make_cfg
 from utils import features as features_module
 from utils import h5_format, serialization
-from utils.batch_run import run
+from utils.run.batch_run import run
 from utils.config import FEATURE_TYPES
-from utils.features import OutputError, load, main, merge, pack, summarize
-from utils.h5_store import H5Store, journal_path
+from utils.outputs.features import OutputError, load, main, merge, pack, summarize
+from utils.outputs.h5_store import H5Store, journal_path
 
 PATHS = ["/in/a/b.mp4", "/in/a.mp4", "/in/c/d/e.mp4", "/in/f.mp4"]
 NAMES = {"flat": ["b", "a", "e", "f"], "mirror": ["a/b", "a", "c/d/e", "f"]}
@@ -278,7 +278,7 @@ def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
 def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, monkeypatch):
     """The warning's count comes from the record frames: no video's payload is hashed or
     decoded (a journal can be tens of GB)."""
-    from utils import h5_store
+    from utils.outputs import h5_store
     root = tmp_path / "s3d"
     shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
     spec = FEATURE_TYPES["s3d"]
@@ -521,7 +521,7 @@ def test_the_command_line(made, tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "utils.features", *args], cwd=str(tmp_path),
+        return subprocess.run([sys.executable, "-m", "utils.outputs.features", *args], cwd=str(tmp_path),
                               env=env, capture_output=True, text=True, timeout=60, check=False)
 
     out = tmp_path / "all.h5"

@@ -12,7 +12,7 @@ import pytest
 from batch_helpers import (ExtractorDouble, cli_args, load_set, make_cfg, output_files_under,
                            read_jsonl)
 from utils import h5_format, h5_store
-from utils.batch_run import run
+from utils.run.batch_run import run
 from utils.errors import InputError
 from videos import synth
 
@@ -475,7 +475,7 @@ def test_a_checkpoint_that_fails_mid_run_costs_nothing(tmp_path, monkeypatch):
 
 
 def test_the_loader_gives_back_a_path_that_is_not_utf8(tmp_path):
-    from utils.features import load
+    from utils.outputs.features import load
     folder = tmp_path / os.fsdecode(b"d\xe9j\xe0")
     folder.mkdir()
     path = str(folder / "in.mp4")

@@ -19,8 +19,8 @@ import pytest
 from batch_helpers import (KEYS, MAIN, STACK, cli_args, cli_reference, load_set,
                            output_files_under, read_jsonl, rel_err, run_cli)
 from utils.files import find_temporaries, fit_name, temporary_name
-from utils.naming import output_files
-from utils.preprocess import KyleminFrames
+from utils.outputs.naming import output_files
+from utils.video.preprocess import KyleminFrames
 from videos import ffmpeg, synth
 
 GiB = 2**30

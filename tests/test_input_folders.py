@@ -1,4 +1,4 @@
-"""Issue 12, point 1: folders and glob patterns as inputs (``utils.inputs.collect_paths``).
+"""Issue 12, point 1: folders and glob patterns as inputs (``utils.inputs.paths.collect_paths``).
 
 Mostly on trees of empty placeholder files (what a file holds does not matter to the
 expansion); two real command lines: a pattern that matches nothing (exit 2, one ``error:``
@@ -9,12 +9,12 @@ import os
 
 import pytest
 
-import utils.folders
+import utils.inputs.folders
 from batch_helpers import KEYS, cli_args, output_files_under, read_jsonl, run_cli
 from utils.errors import InputError
 from utils.files import temporary_name
-from utils.inputs import VIDEO_EXTENSIONS, collect_paths, is_video_name, shard_paths
-from utils.naming import output_names
+from utils.inputs.paths import VIDEO_EXTENSIONS, collect_paths, is_video_name, shard_paths
+from utils.outputs.naming import output_names
 from videos import synth
 
 
@@ -133,7 +133,7 @@ def test_entries_keep_their_order_and_a_list_file_line_may_be_a_folder(tree, tmp
 
 
 def test_a_video_in_a_folder_and_named_explicitly_is_extracted_once(tree, caplog):
-    caplog.set_level(logging.WARNING, logger="utils.inputs")
+    caplog.set_level(logging.WARNING, logger="utils.inputs.paths")
     first = str(tree / "z" / "x.AVI")
     # named before its folder: one line for the whole folder, with the count
     assert collect_paths([first, str(tree)], None) == [
@@ -183,7 +183,7 @@ def test_an_unreadable_folder_is_an_error_naming_it(tree, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(utils.folders.os, "scandir", scandir)
+    monkeypatch.setattr(utils.inputs.folders.os, "scandir", scandir)
     with pytest.raises(InputError) as e:
         collect_paths(str(tree), None)
     assert str(e.value) == f"video_paths: {tree}: cannot read folder {blocked} (Permission denied)"

@@ -1,4 +1,4 @@
-"""``python -m utils.manifests``: the per-shard manifests merged into one summary."""
+"""``python -m utils.records.manifests``: the per-shard manifests merged into one summary."""
 import json
 import os
 import subprocess
@@ -8,9 +8,9 @@ import time
 import numpy as np
 
 from conftest import REPO
-from utils.manifests import main, merge
-from utils.naming import output_files
-from utils.serialization import write_outputs
+from utils.records.manifests import main, merge
+from utils.outputs.naming import output_files
+from utils.outputs.serialization import write_outputs
 
 
 def make_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):
@@ -119,12 +119,12 @@ def test_runs_as_a_module(tmp_path):
     s3d = tmp_path / "s3d"
     s3d.mkdir()
     write_manifest(s3d, 0, 1, [])
-    proc = subprocess.run([sys.executable, "-m", "utils.manifests", str(tmp_path)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "utils.records.manifests", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "videos: 0 reported" in proc.stdout
     # a plain module: no torch, no Hydra launcher
-    proc = subprocess.run([sys.executable, "-c", "import sys, utils.manifests; "
+    proc = subprocess.run([sys.executable, "-c", "import sys, utils.records.manifests; "
                            "print(sorted(m for m in ('torch', 'joblib', 'submitit') if m in sys.modules))"],
                           cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -18,10 +18,10 @@ import torch
 
 from batch_helpers import MAIN, read_jsonl, rel_err, wait_for_state
 from conftest import REPO, SAMPLE
-from utils.cli import compose_config
-from utils.manifests import merge
-from utils.manifests import main as merge_main
-from utils.naming import KEYS
+from utils.run.cli import compose_config
+from utils.records.manifests import merge
+from utils.records.manifests import main as merge_main
+from utils.outputs.naming import KEYS
 from videos import ffmpeg
 
 FAST = ["stack_size=16", "step_size=16", "extraction_fps=12", "on_extraction=save_numpy"]

@@ -9,7 +9,7 @@ import torch
 from torchvision.models.video import s3d as torchvision_s3d
 
 from batch_helpers import rel_norm, run_cli
-from utils.naming import KEYS
+from utils.outputs.naming import KEYS
 from conftest import REPO
 from models.s3d import ExtractS3D
 from s3d_reference import to_torchvision_key
@@ -50,7 +50,7 @@ def test_presets_and_stacks_differ(golden):
 
 
 # -- the golden file against independent oracles -------------------------------------------
-# The sample is 320x240. Its kylemin chain, worked out by hand rather than by utils.preprocess:
+# The sample is 320x240. Its kylemin chain, worked out by hand rather than by utils.video.preprocess:
 # short side 240 -> 224, long side 320 * 224 / 240 = 298.67 -> 298, centre crop at
 # x = (298 - 224) / 2 = 37.
 SAMPLE_SIZE = (320, 240)

@@ -1,6 +1,5 @@
 """The dependency list is declared once (pyproject.toml); the conda file mirrors it; every
 package the code and the tests import is declared there."""
-import ast
 import importlib.metadata
 import os
 import re
@@ -9,6 +8,7 @@ import sys
 import yaml
 
 from conftest import REPO
+from source_imports import imported_modules, python_files
 
 try:
     import tomllib
@@ -63,27 +63,6 @@ def _distribution(module: str) -> str:
     return _normalise(DISTRIBUTION.get(module, module))
 
 
-def _python_files(paths):
-    for path in paths:
-        full = os.path.join(REPO, path)
-        if os.path.isfile(full):
-            yield full
-        for folder, dirs, names in os.walk(full):
-            dirs[:] = [d for d in dirs if not d.startswith((".", "__pycache__"))]
-            yield from (os.path.join(folder, n) for n in sorted(names) if n.endswith(".py"))
-
-
-def _imported_modules(path: str):
-    """The top-level module of every absolute import in ``path``, wherever it is written."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0]
-
-
 def _local_modules():
     """The checkout's own top-level modules (pytest's pythonpath: the root and tests/; a
     benchmark script's own folder, benchmarks/)."""
@@ -106,8 +85,8 @@ def _third_party(paths):
     """{top-level module: files importing it} for the imports that are not the standard
     library's nor the checkout's own."""
     local, found = _local_modules(), {}
-    for path in _python_files(paths):
-        for module in _imported_modules(path):
+    for path in python_files(*paths):
+        for module in {name.split('.')[0] for _, name in imported_modules(path)}:
             if module not in STDLIB and module not in local and module not in NOT_PACKAGES:
                 found.setdefault(module, set()).add(os.path.relpath(path, REPO))
     return found

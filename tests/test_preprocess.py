@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.decode import VideoDecoder
-from utils.preprocess import (CROP, KyleminFrames, VideoFeaturesFrames, crop_offsets,
+from utils.video.decode import VideoDecoder
+from utils.video.preprocess import (CROP, KyleminFrames, VideoFeaturesFrames, crop_offsets,
                               preset_class, resize_crop_float, resized_size)
-from utils.stacks import StackCutter, num_stacks
+from utils.video.stacks import StackCutter, num_stacks
 from videos import cli_frames, clip_maker, ffmpeg, kylemin_vf
 
 

@@ -18,10 +18,10 @@ from batch_helpers import (KEYS, MAIN, assert_same_outputs, cli_args, load_set, 
                            run_cli)
 from utils.console import ProgressLog
 from utils.errors import InputError
-from utils.naming import output_files, output_names
-from utils.provenance import FEATURE_OPTIONS, differences, folder_runs
-from utils.run_report import RunReport
-from utils.serialization import UnsafePickle, safe_pickle_loads, write_outputs
+from utils.outputs.naming import output_files, output_names
+from utils.records.provenance import FEATURE_OPTIONS, differences, folder_runs
+from utils.records.run_report import RunReport
+from utils.outputs.serialization import UnsafePickle, safe_pickle_loads, write_outputs
 from videos import synth
 
 
@@ -37,7 +37,7 @@ def _sha256(path):
 
 
 def _merge(out, listing=None):
-    args = [sys.executable, "-m", "utils.manifests", str(out)]
+    args = [sys.executable, "-m", "utils.records.manifests", str(out)]
     if listing:
         args += ["--file_with_video_paths", str(listing)]
     repo = os.path.dirname(MAIN)

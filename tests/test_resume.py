@@ -12,12 +12,12 @@ import pytest
 from batch_helpers import (KEYS, MAIN, ExtractorDouble, assert_same_outputs, cli_args, load_set, make_cfg,
                            make_extractor, output_files_under, read_jsonl, wait_for_state)
 import utils.files as atomic_files
-from utils import serialization
-from utils.batch_run import run
+from utils.outputs import serialization
+from utils.run.batch_run import run
 from utils.files import find_temporaries, remove_temporaries
-from utils.naming import output_files
-from utils.resume import outputs_complete
-from utils.serialization import write_outputs
+from utils.outputs.naming import output_files
+from utils.outputs.resume import outputs_complete
+from utils.outputs.serialization import write_outputs
 from videos import synth
 
 KILL_STACK = 16
@@ -187,7 +187,7 @@ class _Counting(ExtractorDouble):
 
 def test_ctrl_c_during_a_write_stops_after_it(three_videos, extractor, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    import utils.file_store as file_store
+    import utils.outputs.file_store as file_store
 
     real_write = file_store.write_outputs
 

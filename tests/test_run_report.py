@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 
 from batch_helpers import (ExtractorDouble, KEYS, assert_same_outputs, cli_args, load_set, make_cfg,
                            output_files_under, read_jsonl, run_cli)
-from utils.batch_run import run
+from utils.run.batch_run import run
 from models import build_extractor
-from utils.cli import run_from_hydra
-from utils.run_report import RunReport
+from utils.run.cli import run_from_hydra
+from utils.records.run_report import RunReport
 from utils.errors import InputError
-from utils.inputs import collect_paths
-from utils.naming import output_names
+from utils.inputs.paths import collect_paths
+from utils.outputs.naming import output_names
 from videos import synth
 
 
@@ -142,7 +142,7 @@ def test_unexpected_error_fails_that_video_only_with_a_traceback(clips, tmp_path
 def test_unexpected_error_in_decoding_code_is_a_decode_failure(clips, extractor, tmp_path,
                                                                 monkeypatch, caplog):
     """The real extractor tags a bug in its decoding stage as ``decode``, with its traceback."""
-    from utils.preprocess import KyleminFrames
+    from utils.video.preprocess import KyleminFrames
 
     def broken(self, frame):
         raise TypeError("bad frame")
@@ -287,7 +287,7 @@ def test_shards_write_their_own_failure_lists(clips, extractor, tmp_path):
 def test_many_failures_rewrite_failed_jsonl_a_bounded_number_of_times(tmp_path, monkeypatch):
     """A run where most videos fail must not rewrite a growing failed.jsonl for each one
     (quadratic bytes on a million-video list): at most every FAILED_EVERY_S, and at the end."""
-    import utils.run_report as run_report
+    import utils.records.run_report as run_report
     writes = []
     real = run_report.write_bytes
 
@@ -312,15 +312,15 @@ def test_a_rerun_reads_each_manifest_once_and_only_the_run_records_it_names(tmp_
     report alike), and of the run records only those the manifests name (a folder rerun
     many times keeps a record per run)."""
     from test_h5_output import _Table, _paths
-    import utils.jsonl as jsonl_module
-    import utils.provenance as provenance
+    import utils.records.jsonl as jsonl_module
+    import utils.records.provenance as provenance
     paths = _paths(tmp_path, ["p", "q"])
     out = str(tmp_path / "out")
     for _ in range(3):  # three runs, three records; the outputs are the first run's
         run(make_cfg(paths, out), _Table({"p": 1.0, "q": 2.0}))
     reads, opened = [], []
     real_read, real_open = jsonl_module.read_records, provenance.open_regular
-    import utils.manifests as manifests_module
+    import utils.records.manifests as manifests_module
     for module in (jsonl_module, manifests_module):  # every way a manifest is read
         monkeypatch.setattr(module, "read_records",
                             lambda path, *a: reads.append(path) or real_read(path, *a))

@@ -24,11 +24,11 @@ from conftest import REPO
 from models.s3d_howto100m import ExtractS3DHowTo100M
 from models.s3d_howto100m import search as search_module
 from models.s3d_howto100m.random_weights import random_s3dg, random_state
-from utils.batch_run import run
-from utils.features import load
+from utils.run.batch_run import run
+from utils.outputs.features import load
 from utils.config import ExtractorOptions
-from utils.decode import VideoDecoder
-from utils.preprocess import CROP, preset_class
+from utils.video.decode import VideoDecoder
+from utils.video.preprocess import CROP, preset_class
 from videos import cli_frames, clip_maker, kylemin_vf
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "s3d_howto100m_port.npz")
@@ -289,7 +289,7 @@ def test_search_takes_each_videos_latest_record(tmp_path, extracted, caplog):
     from the manifest's folder."""
     folder = extracted["npy"] / "s3d_howto100m"
     done = read_jsonl(str(folder / "manifest-0-of-1.jsonl"))[:2]
-    for key in KEYS:  # a complete set (utils.features lists complete sets only)
+    for key in KEYS:  # a complete set (utils.outputs.features lists complete sets only)
         shutil.copy(folder / f"land_{key}.npy", tmp_path / f"land_{key}.npy")
     done[0]["outputs"] = {"video_embedding": "land_video_embedding.npy",
                           "timestamps_ms": "land_timestamps_ms.npy"}

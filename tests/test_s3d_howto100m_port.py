@@ -21,7 +21,7 @@ from models.s3d_howto100m.network import (EMBEDDING_DIM, FEATURE_DIM, MIN_STACK_
 from models.s3d_howto100m.random_weights import random_state, text_state, video_state
 from models.s3d_howto100m.text import MAX_WORDS, SentenceEncoder, TextEncoder, Vocabulary
 from models.s3d_howto100m.weights import TEXT_PREFIX
-from utils.cli import preflight
+from utils.run.cli import preflight
 
 GOLDEN = os.path.join(REPO, "tests", "golden", "s3d_howto100m_port.npz")
 TOL = 1e-5

@@ -329,7 +329,7 @@ def test_cli_odd_stack_size_is_one_error_line(tmp_path):
      "preprocess: Invalid value 'imagenet', expected one of [kylemin, video_features, howto100m]"),
 ])
 def test_options_that_do_not_fit_the_network_are_one_line(overrides, message):
-    from utils.cli import preflight
+    from utils.run.cli import preflight
 
     assert preflight(["video_paths=a.mp4", *overrides]) == message
 
@@ -337,7 +337,7 @@ def test_options_that_do_not_fit_the_network_are_one_line(overrides, message):
 def test_network_defaults_on_the_command_line():
     from omegaconf import OmegaConf
 
-    from utils.cli import compose_config
+    from utils.run.cli import compose_config
 
     cfg = OmegaConf.to_object(compose_config(["feature_type=s3d_howto100m", "video_paths=a.mp4"]))
     assert (cfg.stack_size, cfg.step_size, cfg.extraction_fps) == (32, 32, 10.0)
@@ -346,6 +346,6 @@ def test_network_defaults_on_the_command_line():
 
 
 def preflight_ok(overrides) -> bool:
-    from utils.cli import preflight
+    from utils.run.cli import preflight
 
     return preflight(overrides) is None

@@ -1,11 +1,11 @@
-"""utils.safe_pickle: numpy arrays and strings come out of a pickle; nothing else gets in."""
+"""utils.outputs.safe_pickle: numpy arrays and strings come out of a pickle; nothing else gets in."""
 import io
 import pickle
 
 import numpy as np
 import pytest
 
-from utils.safe_pickle import UnsafePickleError, load_npy, restricted_load
+from utils.outputs.safe_pickle import UnsafePickleError, load_npy, restricted_load
 
 VALUES = [
     np.zeros((3, 1024), np.float32),

@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from utils.cli import preflight
+from utils.run.cli import preflight
 from utils.config import ExtractionConfig
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.inputs import shard_of, shard_paths
-from utils.naming import output_names
+from utils.inputs.paths import shard_of, shard_paths
+from utils.outputs.naming import output_names
 
 
 def paths_of(n):
@@ -76,7 +76,7 @@ def test_sharding_properties_on_many_sizes():
 STABLE_PAIRS = [(10, 3), (1001, 64), (3, 8), (37, 5)]
 _SHARDS_IN_A_NEW_PROCESS = """
 import json, sys
-from utils.inputs import shard_of, shard_paths
+from utils.inputs.paths import shard_of, shard_paths
 pairs = json.loads(sys.argv[1])
 paths = lambda n: [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
 print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)],
@@ -148,7 +148,7 @@ def test_shard_must_be_an_integer():
 
 def test_device_per_shard_interpolation_resolves():
     """``'device=cuda:${shard}'`` gives shard i the device cuda:i (one GPU per joblib job)."""
-    from utils.cli import compose_config
+    from utils.run.cli import compose_config
 
     for shard in (0, 1, 3):
         conf = OmegaConf.to_object(compose_config(["video_paths=a.mp4", "device=cuda:${shard}",

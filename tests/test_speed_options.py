@@ -19,7 +19,7 @@ import models.s3d.inference as inference
 from models.s3d import ExtractS3D
 from models.s3d.inference import Conv3dAs2d, fold_batchnorm, inference_model, resolve_precision
 from utils.errors import ExtractionError
-from utils.prefetch import prefetch_jobs
+from utils.video.prefetch import prefetch_jobs
 from utils.console import RunProgress
 
 # The sample clip at 4 fps gives 40 frames: 5 stacks of the network's minimum (13 frames)

@@ -55,7 +55,7 @@ def kylemin_vf(width: int, height: int, fps) -> str:
     """The ``kylemin`` preset as an FFmpeg filter chain, for an upright ``width`` x ``height``
     video: resampled to ``fps`` (None: every decoded frame), short side scaled to 224, centre
     224x224 crop."""
-    from utils.preprocess import CROP, crop_offsets, resized_size
+    from utils.video.preprocess import CROP, crop_offsets, resized_size
 
     w, h = resized_size(width, height)
     x, y = crop_offsets(w, h)

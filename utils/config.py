@@ -167,7 +167,7 @@ def _check_ratio(value, _) -> Optional[str]:
 def _check_tmp_path(value, options) -> Optional[str]:
     """With ``keep_tmp_files``: a folder that exists and is writable, or can be made in one
     that is, on a filesystem with room left (a disk that fills later costs only the kept
-    video, with a warning: utils.tmp_video)."""
+    video, with a warning: utils.video.kept_video)."""
     if not options.keep_tmp_files:
         return None
     expected = "; expected a folder the resampled videos can be written to (keep_tmp_files=true)"

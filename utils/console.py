@@ -8,9 +8,10 @@ Progress bars: one over videos and, for long videos, one over their stacks.
 Bars go to stderr and only when it is a terminal (tqdm's ``disable=None``), so logs and pipes
 stay clean; meanwhile console log lines are routed through ``tqdm.write`` so they do not break
 the bars.  The run's last line (videos, stacks, seconds of video, wall time, stacks/s) is
-``utils.run_report.RunReport.summary``.
+``utils.records.run_report.RunReport.summary``.
 """
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -167,3 +168,11 @@ def print_predictions(path: str, logits: np.ndarray, spans: List[tuple], labels:
         print(f"  stack {i} [{start / 1000:.2f} s, {end / 1000:.2f} s)", file=out)
         for c in top:
             print(f"    {row[c]:9.3f}  {prob[c]:.3f}  {labels[c]}", file=out)
+
+
+def printable_path(path: str) -> str:
+    """A path as a log line shows it: as is when every character prints, else JSON-escaped
+    (so a newline in a file name cannot forge a ``FAILED`` line of its own)."""
+    if path.isprintable():
+        return path
+    return json.dumps(path, ensure_ascii=False)[1:-1]

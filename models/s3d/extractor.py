@@ -11,7 +11,7 @@
         arrays = result.get()                                   # re-raises that video's error
 
 The options are those of the command line (``utils.config.ExtractorOptions``: same defaults,
-same validation, same messages).  Frames come from the decoding pipeline (utils.pipeline:
+same validation, same messages).  Frames come from the decoding pipeline (utils.video.pipeline:
 decode, preset, stacks, batches, in ``num_workers`` background threads); the network runs a
 BatchNorm-folded, channels_last_3d copy of the loaded model (models.s3d.inference) under
 ``torch.inference_mode``.
@@ -32,9 +32,9 @@ from models.s3d.weights import DEFAULT_URL, load_weights, state_dict_sha256
 from utils.config import ExtractorOptions, extractor_options
 from utils.console import RunProgress
 from utils.device import resolve_device
-from utils.pipeline import Batch, DecodeSettings, PipelineStats, Plan, VideoRecord
-from utils.preprocess import preset_class
-from utils.provenance import file_sha256
+from utils.video.pipeline import Batch, DecodeSettings, PipelineStats, Plan, VideoRecord
+from utils.video.preprocess import preset_class
+from utils.records.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ query's.  The ``top_k`` best stacks of all videos are printed, best first: score
 seconds, video (``--json``: one JSON object per line, ``path``, ``start_ms``, ``end_ms``,
 ``score``).
 
-Outputs are read through ``utils.features.load`` (the one reader of every format: ``.npy``,
+Outputs are read through ``utils.outputs.features.load`` (the one reader of every format: ``.npy``,
 ``.pkl`` unpickled with the restricted unpickler, numpy arrays only, never code, and the
 shards' ``.h5`` files of ``on_extraction=save_h5``); each manifest record's ``outputs`` say
 which format and output name hold the video.  A video whose outputs are missing, incomplete
@@ -37,8 +37,8 @@ from models.s3d_howto100m.network import EMBEDDING_DIM
 from models.s3d_howto100m.weights import load_text_encoder
 from utils.console import setup_logging
 from utils.errors import WeightsError, one_line
-from utils.features import Features, load, locate
-from utils.manifests import find_manifests, latest_records
+from utils.outputs.features import Features, load, locate
+from utils.records.manifests import find_manifests, latest_records
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Hit:
 
 
 class _Outputs:
-    """The folder's outputs, one ``utils.features`` mapping per format, loaded when first
+    """The folder's outputs, one ``utils.outputs.features`` mapping per format, loaded when first
     needed (a folder may hold .npy files of one run and .h5 files of another)."""
 
     def __init__(self, folder: str):

@@ -26,7 +26,7 @@ from models.s3d.weights import download, load_into, read_state_dict
 from models.s3d_howto100m.network import S3DG
 from models.s3d_howto100m.text import SentenceEncoder, TextEncoder, Vocabulary
 from models.s3d_howto100m.words import read_word_list
-from utils.provenance import file_sha256
+from utils.records.provenance import file_sha256
 from utils.errors import WeightsError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ``np.save`` writes a list of Python strings either as a unicode array (``<U..``, read by numpy
 with ``allow_pickle=False``) or, as an object array, as a pickle after the ``.npy`` header.
-The second kind is read with ``utils.safe_pickle``, which accepts numpy arrays and strings
+The second kind is read with ``utils.outputs.safe_pickle``, which accepts numpy arrays and strings
 and refuses any other name the pickle holds, before anything runs.  Either way the result
 must be a 1-D array of strings, or the file is refused with one ``WeightsError`` line.
 """
@@ -12,7 +12,7 @@ from typing import List
 import numpy as np
 
 from utils.errors import WeightsError, one_line
-from utils.safe_pickle import UnsafePickleError, load_npy
+from utils.outputs.safe_pickle import UnsafePickleError, load_npy
 
 
 def read_word_list(path: str) -> List[str]:

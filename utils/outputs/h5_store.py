@@ -14,7 +14,7 @@ the shard's ``.h5`` is never modified in place:
 The journal's first record names the file's ``generation`` it extends; a checkpoint raises
 the file's generation by one.  So a kill between the rename and the journal's removal is
 seen on the next start (the journal's generation is behind the file's) and the journal is
-dropped, not applied twice.  A reader of the ``.h5`` (``utils.features``) sees the file as
+dropped, not applied twice.  A reader of the ``.h5`` (``utils.outputs.features``) sees the file as
 of the last checkpoint.
 """
 import contextlib
@@ -32,10 +32,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import h5py
 import numpy as np
 
-from utils import h5_format
+from utils.outputs import h5_format
 from utils.errors import InputError, one_line
 from utils.files import atomic_path, find_temporaries, open_regular, remove_temporaries
-from utils.resume import arrays_complete
+from utils.outputs.resume import arrays_complete
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class H5Store:
 
     ``record``: this run's provenance record (stored on the file with its videos).  Opening
     folds the journal a killed run left, and those of runs with another ``num_shards`` (the
-    lock, ``utils.lock``, guarantees none of them is alive); ``close()`` folds this run's.  A
+    lock, ``utils.records.lock``, guarantees none of them is alive); ``close()`` folds this run's.  A
     video counts as done when any shard file of the folder holds it whole (re-sharding, or a
     list that grew, moves videos between shards: they are not extracted again).
     ``on_lost``: told of a journaled video a fold had to leave out.  ``writable=False``:

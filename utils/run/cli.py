@@ -12,11 +12,11 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from utils.batch_run import Extractor
+from utils.run.batch_run import Extractor
 from utils.config import ExtractionConfig
 from utils.console import setup_logging
 from utils.errors import InputError, WeightsError, one_line
-from utils.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from utils.run.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 log = logging.getLogger("s3d")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -100,7 +100,7 @@ def run_from_hydra(cfg: DictConfig, build_extractor: ExtractorFactory) -> int:
     """The body of ``main``: returns the exit status (0 only if no video failed)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from utils.batch_run import run
+    from utils.run.batch_run import run
 
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     setup_logging(bool(cfg.get("debug", False)))

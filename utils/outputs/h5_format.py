@@ -16,7 +16,7 @@ features of seeded random weights, about half the bytes, with writing a few ms p
 slower and reading faster; deflate is in every HDF5 build, unlike lzf).  Timestamps and fps
 are stored as they are.  A group is a video when it has a ``video_path``
 attribute; a video's group may also hold the groups of videos in a folder of the same name
-(mirror layout).  The file is written only by ``utils.h5_store`` (never modified in place).
+(mirror layout).  The file is written only by ``utils.outputs.h5_store`` (never modified in place).
 """
 import json
 import os

@@ -1,7 +1,7 @@
 """Reading and writing one video's arrays: one ``.npy`` or ``.pkl`` file per key.
 
 Data never runs code: ``.npy`` files load with ``allow_pickle=False``, and ``.pkl`` files
-through ``utils.safe_pickle`` (numpy's array-building names only), then must be an array or a
+through ``utils.outputs.safe_pickle`` (numpy's array-building names only), then must be an array or a
 number; every other global is refused (a crafted pickle in a shared output folder could otherwise run a shell
 command on the next rerun).
 """
@@ -12,7 +12,7 @@ from typing import Dict
 import numpy as np
 
 from utils.files import atomic_write_all
-from utils.safe_pickle import UnsafePickleError, restricted_load
+from utils.outputs.safe_pickle import UnsafePickleError, restricted_load
 
 class UnsafePickle(pickle.UnpicklingError):
     """An output pickle that holds something other than a numpy array or a number."""
@@ -20,7 +20,7 @@ class UnsafePickle(pickle.UnpicklingError):
 
 def safe_pickle_load(f) -> object:
     """A numpy array, numpy scalar or plain number from a pickle stream (through
-    ``utils.safe_pickle.restricted_load``: nothing in the file runs), or ``UnsafePickle``."""
+    ``utils.outputs.safe_pickle.restricted_load``: nothing in the file runs), or ``UnsafePickle``."""
     try:
         value = restricted_load(f)
     except UnsafePickleError as e:

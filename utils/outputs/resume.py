@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from utils.config import FEATURE_TYPES
-from utils.serialization import UnsafePickle, load_output
+from utils.outputs.serialization import UnsafePickle, load_output
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 background thread by ``Plan``); it fills ``record`` (a ``VideoRecord``) as it learns the
 video's frame rate and expected length.  ``Plan`` decodes the videos a batch run will ask
 for ahead of the network, ``num_workers`` at a time, through bounded queues
-(``utils.prefetch``), so memory does not grow with a video's length; ``PipelineStats`` says
+(``utils.video.prefetch``), so memory does not grow with a video's length; ``PipelineStats`` says
 where the time went.  Nothing here knows the network: the extractor consumes the batches.
 """
 import logging
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from utils.console import RunProgress
-from utils.decode import VideoDecoder
+from utils.video.decode import VideoDecoder
 from utils.errors import ExtractionError
-from utils.prefetch import prefetch_jobs
-from utils.stacks import Stack, StackCutter, num_stacks
-from utils.tmp_video import ResampledVideoWriter, kept_video_path
+from utils.video.prefetch import prefetch_jobs
+from utils.video.stacks import Stack, StackCutter, num_stacks
+from utils.video.kept_video import ResampledVideoWriter, kept_video_path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class DecodeSettings:
     stack_size: int
     step_size: int
     extraction_fps: Optional[float]
-    preset: Type            # a utils.preprocess preset class: one instance per video
+    preset: Type            # a utils.video.preprocess preset class: one instance per video
     batch_size: int
     pin_memory: bool = False           # page-locked batches, for CUDA
     keep_tmp_files: bool = False

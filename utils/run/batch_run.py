@@ -3,10 +3,10 @@
 Order of work: gather the paths and name every output (name collisions are an error before
 anything else happens), build the extractor (a weights fault stops the run before any video
 or output is touched), record the run's provenance and refuse a folder made with other
-feature options (utils.provenance), then one video at a time: skip it if its outputs are
+feature options (utils.records.provenance), then one video at a time: skip it if its outputs are
 complete, extract it, write its outputs atomically, report.  Ctrl-C or SIGTERM stops the run
 after the write in progress; the summary then starts with "interrupted;" or "terminated;"
-(utils.stopping).
+(utils.run.stopping).
 """
 import contextlib
 import logging
@@ -19,16 +19,16 @@ import numpy as np
 from utils.config import FEATURE_TYPES, ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
-from utils.file_store import FileStore
-from utils import h5_format
-from utils.h5_store import H5Store
-from utils.inputs import collect_paths, shard_paths
-from utils.naming import output_names, output_root
-from utils.lock import shard_lock
-from utils.manifests import latest_records
-from utils.provenance import check_rerun, new_run_id, run_record, write_run_record
-from utils.run_report import RunReport, failed_name, manifest_name
-from utils.stopping import Terminated, stop_signals, writes_finish_first
+from utils.outputs.file_store import FileStore
+from utils.outputs import h5_format
+from utils.outputs.h5_store import H5Store
+from utils.inputs.paths import collect_paths, shard_paths
+from utils.outputs.naming import output_names, output_root
+from utils.records.lock import shard_lock
+from utils.records.manifests import latest_records
+from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
+from utils.records.run_report import RunReport, failed_name, manifest_name
+from utils.run.stopping import Terminated, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run(cfg: ExtractionConfig,
 
     ``extractor``: the one to drive, or a factory called with ``cfg`` once the inputs are
     known to be usable (so a bad list fails before the weights are loaded).  SIGTERM is
-    raised as ``utils.stopping.Terminated`` (a KeyboardInterrupt) after the write in progress.
+    raised as ``utils.run.stopping.Terminated`` (a KeyboardInterrupt) after the write in progress.
     """
     with stop_signals():
         return _run(cfg, extractor)

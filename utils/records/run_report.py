@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from typing import Dict, List, Optional
 
-from utils import jsonl
+from utils.records import jsonl
+from utils.console import printable_path
 from utils.files import write_bytes
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class RunReport:
     def add_failed(self, video: str, stage: str, message: str) -> None:
         message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said
         self.failed[stage] += 1
-        log.error("FAILED %s: %s: %s", shown_path(video), stage, message)
+        log.error("FAILED %s: %s: %s", printable_path(video), stage, message)
         self._append({"path": video, "status": "failed", "stage": stage, "message": message})
 
     @property
@@ -155,14 +156,6 @@ class RunReport:
         if self.num_failed and self.failed_file:
             line += f"; failures listed in {self.failed_file}"
         return line
-
-
-def shown_path(path: str) -> str:
-    """A path as a log line shows it: as is when every character prints, else JSON-escaped
-    (so a newline in a file name cannot forge a ``FAILED`` line of its own)."""
-    if path.isprintable():
-        return path
-    return json.dumps(path, ensure_ascii=False)[1:-1]
 
 
 def _failure(record: Dict) -> Dict:

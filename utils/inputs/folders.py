@@ -5,7 +5,7 @@ usual file systems, so no ``stat`` a file), never follow a link to a folder met 
 (no loops, no file found twice through a link; links to files are taken), skip hidden names
 (a leading ``.``: also this tool's own temporaries, ``.<name>.<token>.tmp``) and raise
 ``FolderError`` for a folder that cannot be read, rather than silently miss what it holds.
-``utils.inputs`` decides which entries are folders or patterns and what a video file is.
+``utils.inputs.paths`` decides which entries are folders or patterns and what a video file is.
 """
 import fnmatch
 import glob

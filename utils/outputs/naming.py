@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.files import NAME_MAX, fit_name
-from utils.inputs import absolute_path
+from utils.inputs.paths import absolute_path
 
 KEYS = FEATURE_TYPES["s3d"].keys  # the default network's
 EXTENSIONS = {"save_numpy": "npy", "save_pickle": "pkl"}

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import torch
 
-from utils.decode import build_graph, drain, frame_size_problem
+from utils.video.decode import build_graph, drain, frame_size_problem
 from utils.errors import ExtractionError
 
 CROP = 224

@@ -14,8 +14,8 @@ from hydra.utils import to_absolute_path
 
 from utils.errors import InputError
 from utils.files import target_of
-from utils.folders import FolderError, files_under, pattern_matches
-from utils.run_report import shown_path
+from utils.inputs.folders import FolderError, files_under, pattern_matches
+from utils.console import printable_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,7 +149,7 @@ def expand_entry(entry: str) -> Tuple[List[str], bool]:
       looked up (a list of a million files costs no file-system call here); so is any entry
       that exists but is not a folder (a file whatever its name, ``a[1].mp4`` too), and any
       entry that does not exist and is no pattern (it fails later, at ``open``, as today);
-    - a folder: its video files at any depth, by extension (see ``utils.folders``);
+    - a folder: its video files at any depth, by extension (see ``utils.inputs.folders``);
     - a glob pattern (``*``, ``?``, ``[...]``; ``**`` for any depth): the files it matches,
       whatever their extension, and the video files under the folders it matches.
 
@@ -167,7 +167,7 @@ def expand_entry(entry: str) -> Tuple[List[str], bool]:
         visited: set = set()
         found = sorted(files_under(path, _VIDEO_EXTENSIONS, visited))
         if not found:
-            raise _NoVideo(f"{shown_path(path)} matches no video file ({_extensions_note()})")
+            raise _NoVideo(f"{printable_path(path)} matches no video file ({_extensions_note()})")
         return found, True
     if not magic or os.path.lexists(path):
         return [path], False
@@ -187,7 +187,7 @@ def _expand_pattern(raw: str) -> List[str]:
     # the leading literal folders, and the working directory, are never matched as patterns
     start = os.sep.join(parts[:literal]) or (os.sep if os.path.isabs(norm) else os.curdir)
     base = os.path.normpath(absolute_path(start))
-    shown = shown_path(os.path.join(base, *parts[literal:]))
+    shown = printable_path(os.path.join(base, *parts[literal:]))
     if not os.path.isdir(base):
         raise _NoVideo(f"{shown} matches no file or folder")
     files: set = set()
@@ -240,9 +240,9 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
             where = ("video_paths" if number is None
                      else f"file_with_video_paths: line {number} of {file_with_video_paths}")
             if isinstance(e, FolderError):
-                raise InputError(f"{where}: {shown_path(entry)}: {e}") from None
+                raise InputError(f"{where}: {printable_path(entry)}: {e}") from None
             if isinstance(e, OSError):
-                raise InputError(f"{where}: {shown_path(entry)}: {e.strerror or e}") from None
+                raise InputError(f"{where}: {printable_path(entry)}: {e.strerror or e}") from None
             raise InputError(f"{where}: {e}") from None
         if not expanded:
             if paths[0] in unique:
@@ -254,7 +254,7 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
         repeated = len(paths) - (len(unique) - before)
         if repeated:
             log.warning("%s: %d of its %d video files are already listed; extracting each once",
-                        shown_path(entry), repeated, len(paths))
+                        printable_path(entry), repeated, len(paths))
     return list(unique)
 
 

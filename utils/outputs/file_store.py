@@ -1,7 +1,7 @@
 """Outputs in files of their own: one ``.npy`` or ``.pkl`` file per key and video.
 
-The same questions as ``utils.h5_store.H5Store`` (where does a video go, is it done, write
-it, close), so ``utils.batch_run`` treats every saving sink alike.
+The same questions as ``utils.outputs.h5_store.H5Store`` (where does a video go, is it done, write
+it, close), so ``utils.run.batch_run`` treats every saving sink alike.
 """
 import os
 from typing import Dict, Mapping, Optional, Sequence, Tuple
@@ -9,9 +9,9 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from utils.files import find_temporaries, remove_temporaries
-from utils.naming import output_files
-from utils.resume import outputs_complete
-from utils.serialization import write_outputs
+from utils.outputs.naming import output_files
+from utils.outputs.resume import outputs_complete
+from utils.outputs.serialization import write_outputs
 
 
 class FileStore:
