@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from models.s3d import inference  # noqa: E402
-from utils import h5_format, h5_store  # noqa: E402
+from utils.outputs import h5_format, h5_store  # noqa: E402
 
 
 def null_network(self, frames: torch.Tensor):

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from batch_helpers import REPO, ExtractorDouble, make_cfg
-from utils import features as features_module
-from utils import h5_format, serialization
+from utils.outputs import features as features_module
+from utils.outputs import h5_format, serialization
 from utils.run.batch_run import run
 from utils.config import FEATURE_TYPES
 from utils.outputs.features import OutputError, load, main, merge, pack, summarize

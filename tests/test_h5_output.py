@@ -11,7 +11,7 @@ import pytest
 
 from batch_helpers import (ExtractorDouble, cli_args, load_set, make_cfg, output_files_under,
                            read_jsonl)
-from utils import h5_format, h5_store
+from utils.outputs import h5_format, h5_store
 from utils.run.batch_run import run
 from utils.errors import InputError
 from videos import synth

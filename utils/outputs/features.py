@@ -51,7 +51,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from utils import h5_format, serialization
+from utils.outputs import h5_format, serialization
 from utils.config import FEATURE_TYPES
 from utils.errors import one_line
 from utils.files import atomic_path, target_of
