@@ -1,15 +1,14 @@
-"""The networks, one package each; ``build_extractor`` picks the one a config names."""
-from typing import Dict
+"""The networks, one package each, registered here: importing a network's package registers its
+spec (``models/<name>/spec.py``: defaults, limits, outputs, preset, weights, labels) with
+``utils.networks``; nothing here imports torch.  Adding a network: its folder, and one line
+below.
+"""
+import models.s3d  # noqa: F401 -- feature_type=s3d
+import models.s3d_howto100m  # noqa: F401 -- feature_type=s3d_howto100m
 
-
-def extractor_classes() -> Dict[str, type]:
-    """``feature_type`` -> its extractor class (imported on demand: torch is heavy)."""
-    from models.s3d import ExtractS3D
-    from models.s3d_howto100m import ExtractS3DHowTo100M
-
-    return {"s3d": ExtractS3D, "s3d_howto100m": ExtractS3DHowTo100M}
+from utils.networks import network
 
 
 def build_extractor(cfg):
     """The extractor for a run's config (``utils.config.ExtractionConfig``)."""
-    return extractor_classes()[cfg.feature_type].from_config(cfg)
+    return network(cfg.feature_type).build(cfg)

@@ -13,9 +13,12 @@ import torch
 from models.s3d import ExtractS3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
 from utils.video.preprocess import KyleminFrames
-from utils.outputs.naming import KEYS, output_files  # noqa: F401 -- KEYS: for the tests
+from utils.outputs.naming import output_files
 from utils.outputs.serialization import load_output
 from videos import cli_frames, kylemin_vf
+from models.s3d.spec import SPEC as S3D
+
+KEYS = S3D.keys  # the default network's output keys, for the tests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "main.py")
@@ -109,7 +112,7 @@ def read_jsonl(path: str) -> List[dict]:
 
 def load_set(root: str, name: str, ext: str = "npy") -> Dict[str, np.ndarray]:
     sink = {"npy": "save_numpy", "pkl": "save_pickle"}[ext]
-    return {key: load_output(path) for key, path in output_files(root, name, sink).items()}
+    return {key: load_output(path) for key, path in output_files(root, name, sink, S3D.keys).items()}
 
 
 def output_files_under(root: str) -> List[str]:

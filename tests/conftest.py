@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+import models  # noqa: F401 -- registers the networks (utils.networks), as main.py does
 from models.s3d.random_weights import random_s3d
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,6 +23,7 @@ from utils.run.batch_run import run
 from utils.files import find_temporaries
 from utils.outputs.naming import output_names
 from videos import ffmpeg, synth
+from models.s3d.spec import SPEC as S3D
 
 WEIRD = "it's a \"quoted\" vidéo — 日本 (1).mp4"
 
@@ -174,7 +175,7 @@ def good_direct(batch, random_model):
 
 def _stem(path: str) -> str:
     """The output name the run gives ``path`` (flat layout)."""
-    return output_names([path])[0]
+    return output_names([path], S3D.keys)[0]
 
 
 def check_good_video(batch: Batch, good_direct) -> None:

@@ -22,6 +22,7 @@ from utils.files import find_temporaries, fit_name, temporary_name
 from utils.outputs.naming import output_files
 from utils.video.preprocess import KyleminFrames
 from videos import ffmpeg, synth
+from models.s3d.spec import SPEC as S3D
 
 GiB = 2**30
 
@@ -315,7 +316,7 @@ def test_long_stems_are_saved_and_their_leftovers_found(random_checkpoint, tmp_p
     assert re.fullmatch("é{114}~[0-9a-f]{8}", names["shortened"])  # 228 + 1 + 8 bytes
     manifest = _manifest(out)
     for kind, name in names.items():
-        files = output_files(root, name, "save_numpy")
+        files = output_files(root, name, "save_numpy", S3D.keys)
         assert manifest[paths[kind]]["status"] == "done"
         assert all(os.path.exists(p) for p in files.values())
         assert len(os.fsencode(os.path.basename(files["timestamps_ms"]))) <= 255

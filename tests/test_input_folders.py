@@ -16,6 +16,7 @@ from utils.files import temporary_name
 from utils.inputs.paths import VIDEO_EXTENSIONS, collect_paths, is_video_name, shard_paths
 from utils.outputs.naming import output_names
 from videos import synth
+from models.s3d.spec import SPEC as S3D
 
 
 def touch(root, *names):
@@ -152,7 +153,7 @@ def test_shards_and_output_names_see_the_expanded_list(tree):
     paths = collect_paths(str(tree), None)
     shards = [shard_paths(paths, s, 2) for s in range(2)]
     assert shards == [under(tree, *VIDEOS[0::2]), under(tree, *VIDEOS[1::2])]
-    assert output_names(paths, "mirror", str(tree)) == [
+    assert output_names(paths, S3D.keys, "mirror", str(tree)) == [
         "a", "b", "m/linked", "z/x", "z/y/deep"]
 
 

@@ -11,11 +11,12 @@ from conftest import REPO
 from utils.records.manifests import main, merge
 from utils.outputs.naming import output_files
 from utils.outputs.serialization import write_outputs
+from models.s3d.spec import SPEC as S3D
 
 
 def make_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):
     """Write a video's outputs as the extractor would; return their paths."""
-    files = output_files(str(folder), stem, "save_numpy")
+    files = output_files(str(folder), stem, "save_numpy", S3D.keys)
     starts = np.arange(tv) * step_ms
     write_outputs({"s3d": np.zeros((tv, 1024), np.float32),
                    "timestamps_ms": np.stack([starts, starts + step_ms], 1),

@@ -21,7 +21,7 @@ from conftest import REPO, SAMPLE
 from utils.run.cli import compose_config
 from utils.records.manifests import merge
 from utils.records.manifests import main as merge_main
-from utils.outputs.naming import KEYS
+from batch_helpers import KEYS
 from videos import ffmpeg
 
 FAST = ["stack_size=16", "step_size=16", "extraction_fps=12", "on_extraction=save_numpy"]

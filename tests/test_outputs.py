@@ -9,7 +9,7 @@ import torch
 from torchvision.models.video import s3d as torchvision_s3d
 
 from batch_helpers import rel_norm, run_cli
-from utils.outputs.naming import KEYS
+from batch_helpers import KEYS
 from conftest import REPO
 from models.s3d import ExtractS3D
 from s3d_reference import to_torchvision_key
@@ -159,9 +159,9 @@ def test_cli_print_and_show_pred(tmp_path, random_checkpoint, sample_video, api_
     assert out.count("  stack ") == 3 and "stack 1 [2.40 s, 5.60 s)" in out
     assert "s3d (shape (3, 1024), float32)" in out and "timestamps_ms (shape (3, 2), float64)" in out
     # The top class printed for each stack is the argmax of the API's logits.
-    from models.s3d.extractor import kinetics400_labels
+    from models.s3d.spec import SPEC
 
-    labels = kinetics400_labels()
+    labels = SPEC.labels.read()
     for i, row in enumerate(api_fast["logits"]):
         block = out.split(f"  stack {i} [")[1].splitlines()[1]
         assert block.split("  ")[-1].strip() == labels[int(np.argmax(row))]

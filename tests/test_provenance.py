@@ -23,6 +23,7 @@ from utils.records.provenance import FEATURE_OPTIONS, differences, folder_runs
 from utils.records.run_report import RunReport
 from utils.outputs.serialization import UnsafePickle, safe_pickle_loads, write_outputs
 from videos import synth
+from models.s3d.spec import SPEC as S3D
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,7 @@ def test_a_crafted_pickle_runs_no_code_and_the_video_is_redone(clips, random_che
                                                                tmp_path):
     out = tmp_path / "out"
     root = out / "s3d"
-    files = output_files(str(root), "a", "save_pickle")
+    files = output_files(str(root), "a", "save_pickle", S3D.keys)
     write_outputs({"s3d": np.zeros((2, 1024), np.float32),
                    "timestamps_ms": np.array([[0, 520], [520, 1040]], np.float64),
                    "fps": np.float64(25)}, files)
@@ -347,13 +348,13 @@ def test_mirror_names_do_not_depend_on_the_working_directory(tmp_path, monkeypat
     names = []
     for cwd in (tmp_path, tmp_path.parent):
         monkeypatch.chdir(cwd)
-        names.append(output_names(videos, "mirror"))
-        names.append(output_names(videos[1:], "mirror"))  # another list: same places
+        names.append(output_names(videos, S3D.keys, "mirror"))
+        names.append(output_names(videos[1:], S3D.keys, "mirror"))  # another list: same places
     assert names[0] == ["data/day1/clip", "data/day2/clip", "other/x"] == names[2]
     assert names[1] == names[3] == names[0][1:]
-    assert output_names(videos[:2], "mirror", input_root="/data") == ["day1/clip", "day2/clip"]
+    assert output_names(videos[:2], S3D.keys, "mirror", input_root="/data") == ["day1/clip", "day2/clip"]
     with pytest.raises(InputError, match="input_root: /other/x.mkv is not under /data"):
-        output_names(videos, "mirror", input_root="/data")
+        output_names(videos, S3D.keys, "mirror", input_root="/data")
 
 
 def test_run_records_are_json_readable_without_our_code(tmp_path):

@@ -19,6 +19,7 @@ from utils.outputs.naming import output_files
 from utils.outputs.resume import outputs_complete
 from utils.outputs.serialization import write_outputs
 from videos import synth
+from models.s3d.spec import SPEC as S3D
 
 KILL_STACK = 16
 
@@ -30,7 +31,7 @@ def _arrays(value: float, rows: int = 2):
 
 
 def _loads_complete(root: str, name: str) -> bool:
-    return outputs_complete(output_files(root, name, "save_numpy"))
+    return outputs_complete(output_files(root, name, "save_numpy", S3D.keys), S3D.features)
 
 
 def _manifest(root: str):
@@ -40,7 +41,7 @@ def _manifest(root: str):
 # -- atomic writes, unit level -------------------------------------------------------------
 
 def test_write_failure_keeps_the_old_set(tmp_path, monkeypatch):
-    files = output_files(str(tmp_path), "v", "save_numpy")
+    files = output_files(str(tmp_path), "v", "save_numpy", S3D.keys)
     write_outputs(_arrays(1.0), files)
     real_save = np.save
     calls = []
@@ -54,14 +55,14 @@ def test_write_failure_keeps_the_old_set(tmp_path, monkeypatch):
     monkeypatch.setattr(serialization.np, "save", failing_save)
     with pytest.raises(OSError):
         write_outputs(_arrays(2.0), files)
-    assert outputs_complete(files)
+    assert outputs_complete(files, S3D.features)
     assert float(np.load(files["s3d"])[0, 0]) == 1.0  # the old set, untouched
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in files.values())
 
 
 def test_crash_between_renames_never_leaves_a_complete_mix(tmp_path, monkeypatch):
     """Old outputs are removed before the renames: a crash in between leaves an incomplete set."""
-    files = output_files(str(tmp_path), "v", "save_numpy")
+    files = output_files(str(tmp_path), "v", "save_numpy", S3D.keys)
     write_outputs(_arrays(1.0, rows=2), files)
     real_replace = os.replace
     calls = []
@@ -75,32 +76,32 @@ def test_crash_between_renames_never_leaves_a_complete_mix(tmp_path, monkeypatch
     monkeypatch.setattr(atomic_files.os, "replace", crashing_replace)
     with pytest.raises(OSError):
         write_outputs(_arrays(2.0, rows=2), files)
-    assert not outputs_complete(files)  # rows agree, yet old and new never pass as one set
+    assert not outputs_complete(files, S3D.features)  # rows agree, yet old and new never pass as one set
     assert find_temporaries(str(tmp_path)) == {}
 
 
 def test_outputs_complete_rejects_partial_and_garbled_sets(tmp_path):
-    files = output_files(str(tmp_path), "v", "save_numpy")
-    assert not outputs_complete(files)
+    files = output_files(str(tmp_path), "v", "save_numpy", S3D.keys)
+    assert not outputs_complete(files, S3D.features)
     write_outputs(_arrays(1.0), files)
-    assert outputs_complete(files)
+    assert outputs_complete(files, S3D.features)
     data = open(files["s3d"], "rb").read()
     with open(files["s3d"], "wb") as f:
         f.write(data[:len(data) // 2])  # truncated
-    assert not outputs_complete(files)
+    assert not outputs_complete(files, S3D.features)
     write_outputs(_arrays(1.0), files)
     np.save(files["timestamps_ms"], np.zeros((3, 2)))  # rows disagree with s3d
-    assert not outputs_complete(files)
-    pkl = output_files(str(tmp_path), "p", "save_pickle")
+    assert not outputs_complete(files, S3D.features)
+    pkl = output_files(str(tmp_path), "p", "save_pickle", S3D.keys)
     write_outputs(_arrays(1.0), pkl)
-    assert outputs_complete(pkl)
+    assert outputs_complete(pkl, S3D.features)
     with open(pkl["fps"], "wb") as f:
         f.write(b"\x80\x05garbage")
-    assert not outputs_complete(pkl)
+    assert not outputs_complete(pkl, S3D.features)
 
 
 def test_written_files_follow_the_umask(tmp_path):
-    files = output_files(str(tmp_path), "v", "save_numpy")
+    files = output_files(str(tmp_path), "v", "save_numpy", S3D.keys)
     write_outputs(_arrays(1.0), files)
     umask = os.umask(0o022)
     os.umask(umask)
@@ -116,7 +117,7 @@ def test_leftover_temporaries_are_found_per_output(tmp_path):
     found = find_temporaries(str(tmp_path))
     assert found == {str(tmp_path / "a_s3d.npy"): [str(stale[0])],
                      str(tmp_path / "sub" / "b c_fps.npy"): [str(stale[1])]}
-    remove_temporaries(output_files(str(tmp_path / "sub"), "b c", "save_numpy").values(), found)
+    remove_temporaries(output_files(str(tmp_path / "sub"), "b c", "save_numpy", S3D.keys).values(), found)
     assert not stale[1].exists() and stale[0].exists()
 
 

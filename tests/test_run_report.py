@@ -19,6 +19,7 @@ from utils.errors import InputError
 from utils.inputs.paths import collect_paths
 from utils.outputs.naming import output_names
 from videos import synth
+from models.s3d.spec import SPEC as S3D
 
 
 @pytest.fixture(scope="module")
@@ -240,12 +241,12 @@ def test_mirror_layout_keeps_the_folders(clips, extractor, tmp_path, monkeypatch
 def test_output_names_flat_and_mirror(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     inside = [str(tmp_path / "a" / "x.mp4"), str(tmp_path / "b" / "x.mkv")]
-    assert output_names(inside, "mirror", str(tmp_path)) == ["a/x", "b/x"]
-    assert output_names(["/data/v/x.mp4"], "mirror") == ["data/v/x"]
+    assert output_names(inside, S3D.keys, "mirror", str(tmp_path)) == ["a/x", "b/x"]
+    assert output_names(["/data/v/x.mp4"], S3D.keys, "mirror") == ["data/v/x"]
     with pytest.raises(InputError, match="output_layout=mirror"):
-        output_names(inside, "flat")
+        output_names(inside, S3D.keys, "flat")
     with pytest.raises(InputError, match="rename one of them"):
-        output_names([str(tmp_path / "a" / "x.mp4"), str(tmp_path / "a" / "x.mkv")], "mirror")
+        output_names([str(tmp_path / "a" / "x.mp4"), str(tmp_path / "a" / "x.mkv")], S3D.keys, "mirror")
 
 
 # -- list files and the report itself ------------------------------------------------------

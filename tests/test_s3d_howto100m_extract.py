@@ -93,7 +93,7 @@ def test_frames_equal_the_ffmpeg_cli(clip, name, kwargs):
 def test_defaults_are_the_models_training_input():
     options = ExtractorOptions(feature_type="s3d_howto100m")
     assert (options.stack_size, options.step_size, options.extraction_fps) == (32, 32, 10.0)
-    assert options.preprocess.value == "howto100m"
+    assert options.preprocess == "howto100m"
 
 
 def test_features_equal_the_plain_network_on_the_cli_frames(clip, model, extractor):

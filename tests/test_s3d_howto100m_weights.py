@@ -252,27 +252,26 @@ def test_default_files_download_once_and_their_sha256_is_recorded(server, hub, m
         extractor = ExtractS3DHowTo100M(device="cpu", stack_size=2)
     assert sorted(os.listdir(hub)) == ["s3d_dict.npy", "s3d_howto100m.pth"]
     assert extractor.weights_path == str(hub / "s3d_howto100m.pth")
-    assert extractor.weights_source == server.base + "s3d_howto100m.pth"
-    assert extractor.weights_sha256 == sha256_file(files["weights"])
-    assert extractor.dict_source == server.base + "s3d_dict.npy"
-    assert extractor.dict_sha256 == sha256_file(files["dict"])
+    assert extractor.weights == {
+        "source": server.base + "s3d_howto100m.pth", "sha256": sha256_file(files["weights"]),
+        "dict_source": server.base + "s3d_dict.npy", "dict_sha256": sha256_file(files["dict"])}
     logged = caplog.text
-    assert extractor.weights_sha256 in logged and extractor.dict_sha256 in logged
+    assert extractor.weights["sha256"] in logged and extractor.weights["dict_sha256"] in logged
     assert sorted(server.requests) == ["/s3d_dict.npy", "/s3d_howto100m.pth"]
     # the cached files are used from then on; the provenance stays the download's
     again = weights.resolve_weights(None), weights.resolve_dict(None)
     assert len(server.requests) == 2
     assert [(f.sha256, f.source) for f in again] == [
-        (extractor.weights_sha256, extractor.weights_source),
-        (extractor.dict_sha256, extractor.dict_source)]
+        (extractor.weights["sha256"], extractor.weights["source"]),
+        (extractor.weights["dict_sha256"], extractor.weights["dict_source"])]
 
 
 def test_local_files_are_their_own_source(files):
     extractor = ExtractS3DHowTo100M(device="cpu", stack_size=2, weights_path=files["weights"],
                                     dict_path=files["dict"])
-    assert (extractor.weights_source, extractor.dict_source) == (files["weights"], files["dict"])
-    assert extractor.weights_sha256 == sha256_file(files["weights"])
-    assert extractor.dict_sha256 == sha256_file(files["dict"])
+    assert extractor.weights == {
+        "source": files["weights"], "sha256": sha256_file(files["weights"]),
+        "dict_source": files["dict"], "dict_sha256": sha256_file(files["dict"])}
 
 
 @pytest.mark.parametrize("which,option,filename", [
@@ -341,7 +340,7 @@ def test_network_defaults_on_the_command_line():
 
     cfg = OmegaConf.to_object(compose_config(["feature_type=s3d_howto100m", "video_paths=a.mp4"]))
     assert (cfg.stack_size, cfg.step_size, cfg.extraction_fps) == (32, 32, 10.0)
-    assert (cfg.preprocess.value, cfg.weights_path, cfg.dict_path) == ("howto100m", None, None)
+    assert (cfg.preprocess, cfg.weights_path, cfg.dict_path) == ("howto100m", None, None)
     assert preflight_ok(["feature_type=s3d_howto100m", "video_paths=a.mp4", "stack_size=2"])
 
 

@@ -77,6 +77,7 @@ STABLE_PAIRS = [(10, 3), (1001, 64), (3, 8), (37, 5)]
 _SHARDS_IN_A_NEW_PROCESS = """
 import json, sys
 from utils.inputs.paths import shard_of, shard_paths
+from models.s3d.spec import SPEC as S3D
 pairs = json.loads(sys.argv[1])
 paths = lambda n: [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
 print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)],
@@ -105,7 +106,7 @@ def test_shards_are_stable_across_reruns(repo_root):
 def test_sharding_pairs_keeps_each_video_with_its_output_name():
     # batch_run names outputs on the whole list, then shards (path, name) pairs
     paths = ["/a/x.mp4", "/b/y.mkv", "/c/z.avi", "/d/w.webm", "/e/v.mov"]
-    names = output_names(paths)
+    names = output_names(paths, S3D.keys)
     pairs = list(zip(paths, names))
     for k in (1, 2, 3, 6):
         for s in range(k):
@@ -117,7 +118,7 @@ def test_a_name_collision_fails_in_every_shard_even_when_the_pair_is_split():
     paths = ["/a/clip.mp4", "/b/clip.mp4"]
     assert shard_paths(paths, 0, 2) == ["/a/clip.mp4"] and shard_paths(paths, 1, 2) == ["/b/clip.mp4"]
     with pytest.raises(InputError, match="output name collision"):
-        output_names(paths)  # computed on the whole list, before any shard is taken
+        output_names(paths, S3D.keys)  # computed on the whole list, before any shard is taken
 
 
 @pytest.mark.parametrize("shard,num_shards,message", [

@@ -8,60 +8,27 @@ constructor in the API), so a bad value gives the same one-line ``ValueError`` w
 came in: ``"<option>: <what is wrong>; expected <what is allowed>"``.
 
 Per-network defaults (``stack_size``, ``step_size``, ``extraction_fps``, ``preprocess``) are in
-``FEATURE_TYPES``: the schema leaves them ``???`` (Hydra's "missing"), the ``feature_type``
-config group made from the table fills them on the command line, and ``__post_init__`` does
-in the API.  ``help_text()`` is what ``python main.py --help`` prints.
+each network's spec (``utils.networks``, registered by ``models/<name>/spec.py``): the schema
+leaves them ``???`` (Hydra's "missing"), the ``feature_type`` config group made from the
+registered specs fills them on the command line, and ``__post_init__`` does in the API.
+``help_text()`` is what ``python main.py --help`` prints; help that lists networks or presets
+is a function, read when shown, so that it names whatever is registered.
+
+Every option says whether it changes the features (``feature=True``: their values, or where
+they are written); the rerun check (``utils.records.provenance``) compares exactly those
+(``feature_options()``), so a new option cannot be left out of it by mistake.
 """
 import os
 import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from hydra.core.config_store import ConfigStore
 
+from utils.networks import DEFAULT_NETWORK, REGISTERED, network, networks, presets
 
-@dataclass(frozen=True)
-class FeatureType:
-    """A network the tool extracts, with the defaults and limits of its input."""
-
-    name: str
-    description: str
-    stack_size: int
-    step_size: int
-    extraction_fps: float
-    preprocess: str
-    min_stack_size: int
-    # the per-stack arrays a video gives, (key, width), each (Tv, width) float32; every video
-    # also gives "timestamps_ms" (Tv, 2) and "fps".  Outputs go to <output_path>/<name>/.
-    features: Tuple[Tuple[str, int], ...] = ()
-    even_stack: bool = False        # stack_size must be even (space-to-depth over time)
-    predicts_classes: bool = True   # has a classification head (show_pred)
-    word_list: bool = False         # reads a word list (dict_path)
-
-    @property
-    def keys(self) -> Tuple[str, ...]:
-        """Every output key, in the order files are written and printed."""
-        return tuple(key for key, _ in self.features) + ("timestamps_ms", "fps")
-
-
-# The networks; their modules (models/<name>/) take their limits from here.
-FEATURE_TYPES: Dict[str, FeatureType] = {
-    "s3d": FeatureType(
-        "s3d", "S3D, Kinetics-400 (kylemin/S3D weights): 64-frame stacks at 25 fps",
-        stack_size=64, step_size=64, extraction_fps=25.0, preprocess="kylemin",
-        # with 12 frames the last max-pool leaves one time step and the head's (2, H', W')
-        # average pool has nothing to pool (tests/test_network.py checks both)
-        min_stack_size=13, features=(("s3d", 1024),)),
-    "s3d_howto100m": FeatureType(
-        "s3d_howto100m", "S3D-G text-video, HowTo100M MIL-NCE (antoine77340/S3D_HowTo100M "
-        "weights): 32-frame stacks at 10 fps, as trained",
-        stack_size=32, step_size=32, extraction_fps=10.0, preprocess="howto100m",
-        # space-to-depth halves T, so stacks are even; 2 frames (T/2 = 1) still pass every
-        # pool (tests/test_s3d_howto100m_network.py checks it)
-        min_stack_size=2, even_stack=True, predicts_classes=False, word_list=True,
-        features=(("s3d_howto100m", 1024), ("video_embedding", 512))),
-}
+FEATURE_TYPES = REGISTERED  # TEMPORARY (merge): the readers move to utils.networks
 
 
 class OnExtraction(str, Enum):
@@ -69,12 +36,6 @@ class OnExtraction(str, Enum):
     save_numpy = "save_numpy"
     save_pickle = "save_pickle"
     save_h5 = "save_h5"
-
-
-class Preprocess(str, Enum):
-    kylemin = "kylemin"
-    video_features = "video_features"
-    howto100m = "howto100m"
 
 
 class Precision(str, Enum):
@@ -91,10 +52,24 @@ class OutputLayout(str, Enum):
 Check = Callable[[Any, Any], Optional[str]]  # (value, options) -> what is wrong, or None
 
 
-def option(default, help: str, check: Optional[Check] = None, shown: Optional[str] = None):
-    """A dataclass field with its meaning (``help``), its ``check`` and how ``--help`` shows
-    its default (``shown``)."""
-    return field(default=default, metadata={"help": help, "check": check, "shown": shown})
+Text = Union[str, Callable[[], str]]  # a help text, or a function giving it when shown
+
+
+def option(default, help: Text, check: Optional[Check] = None, *, feature: bool,
+           default_shown: Optional[Text] = None):
+    """A dataclass field with its meaning (``help``), its ``check``, whether it changes the
+    features (``feature``) and how ``--help`` shows its default (``default_shown``)."""
+    return field(default=default, metadata={"help": help, "check": check, "feature": feature,
+                                            "default_shown": default_shown})
+
+
+def _text(value: Optional[Text]) -> Optional[str]:
+    return value() if callable(value) else value
+
+
+def option_help(f) -> str:
+    """An option field's meaning, as ``--help`` shows it."""
+    return _text(f.metadata.get("help")) or ""
 
 
 # -- checks: each returns the text after "<option>: ", or None when the value is fine ---------
@@ -113,41 +88,53 @@ def _at_least_zero(value, _) -> Optional[str]:
 
 
 def _check_stack_size(value, options) -> Optional[str]:
-    spec = FEATURE_TYPES[options.feature_type]
-    low, kind = spec.min_stack_size, "an even integer" if spec.even_stack else "an integer"
-    if spec.even_stack and value % 2:
-        return (f"{value} is odd; {spec.name}'s space-to-depth stem takes frames in pairs: "
-                f"expected {kind} >= {low}")
+    spec = network(options.feature_type)
+    even = spec.even_stack_reason is not None
+    low, kind = spec.min_stack_size, "an even integer" if even else "an integer"
+    if even and value % 2:
+        return f"{value} is odd; {spec.name}'s {spec.even_stack_reason}: expected {kind} >= {low}"
     if value < low:
         return f"{value} is below the network's minimum; expected {kind} >= {low}"
     return None
 
 
 def _check_dict_path(value, options) -> Optional[str]:
-    if value and not FEATURE_TYPES[options.feature_type].word_list:
-        readers = ", ".join(n for n, s in FEATURE_TYPES.items() if s.word_list)
+    if value and "dict_path" not in network(options.feature_type).options:
         return (f"{options.feature_type} reads no word list; expected null (dict_path is for "
-                f"{readers})")
+                f"{_readers('dict_path')})")
     return None
+
+
+def _readers(option_name: str) -> str:
+    return ", ".join(n for n, s in networks().items() if option_name in s.options) or "none"
 
 
 def _check_show_pred(value, options) -> Optional[str]:
-    if value and not FEATURE_TYPES[options.feature_type].predicts_classes:
-        return (f"{options.feature_type} has no classes to show; expected false (search its "
-                "outputs by text: python -m models.s3d_howto100m.search)")
+    spec = network(options.feature_type)
+    if value and spec.labels is None:
+        hint = f" ({spec.no_labels_hint})" if spec.no_labels_hint else ""
+        return f"{options.feature_type} has no classes to show; expected false{hint}"
     return None
 
 
-def _per_network(name: str) -> str:
+def _check_preprocess(value, _) -> Optional[str]:
+    if value not in presets():
+        return f"Invalid value {value!r}, expected one of [{', '.join(presets())}]"
+    return None
+
+
+def _per_network(name: str) -> Callable[[], str]:
     """How ``--help`` shows a per-network default: ``the network's (s3d: 64, ...)``."""
-    values = ", ".join(f"{n}: {getattr(s, name):g}" if isinstance(getattr(s, name), float)
-                       else f"{n}: {getattr(s, name)}" for n, s in FEATURE_TYPES.items())
-    return f"the network's ({values})"
+    def default_text() -> str:
+        values = ", ".join(f"{n}: {getattr(s, name):g}" if isinstance(getattr(s, name), float)
+                           else f"{n}: {getattr(s, name)}" for n, s in networks().items())
+        return f"the network's ({values})"
+    return default_text
 
 
 def _minimums() -> str:
-    return ", ".join(f"{s.min_stack_size} for {n}" + (" (even)" if s.even_stack else "")
-                     for n, s in FEATURE_TYPES.items())
+    return ", ".join(f"{s.min_stack_size} for {n}" + (" (even)" if s.even_stack_reason else "")
+                     for n, s in networks().items())
 
 
 def _check_fps(value, _) -> Optional[str]:
@@ -186,8 +173,8 @@ def _check_tmp_path(value, options) -> Optional[str]:
 
 
 def _check_feature_type(value, _) -> Optional[str]:
-    if value not in FEATURE_TYPES:
-        return f"{value!r} is not available; expected one of [{', '.join(FEATURE_TYPES)}]"
+    if value not in networks():
+        return f"{value!r} is not available; expected one of [{', '.join(networks())}]"
     return None
 
 
@@ -244,7 +231,7 @@ def _coerce(name: str, value, kind):
                      f"converted to {_TYPE_NAMES[kind]}")
 
 
-NETWORK_DEFAULT = "???"  # Hydra's "missing": the value comes from FEATURE_TYPES
+NETWORK_DEFAULT = "???"  # Hydra's "missing": the value comes from the network's spec
 NETWORK_OPTIONS = ("stack_size", "step_size", "extraction_fps", "preprocess")
 
 
@@ -255,7 +242,7 @@ class _Validated:
         problem = _check_feature_type(self.feature_type, self)
         if problem:
             raise ValueError(f"feature_type: {problem}")
-        spec = FEATURE_TYPES[self.feature_type]
+        spec = network(self.feature_type)
         for name in NETWORK_OPTIONS:
             if getattr(self, name) == NETWORK_DEFAULT:
                 setattr(self, name, getattr(spec, name))
@@ -277,46 +264,70 @@ def _resolve(kind):
     return eval(kind, globals()) if isinstance(kind, str) else kind  # noqa: S307 -- our own annotations
 
 
+def _network_help() -> str:
+    return "the network: " + ", ".join(networks())
+
+
+def _stack_help() -> str:
+    return f"frames per feature window (the network's minimum: {_minimums()})"
+
+
+def _preset_help() -> str:
+    return "; ".join(f"{p.name}: {p.help}" for p in presets().values())
+
+
+def _dict_help() -> str:
+    files = ", ".join(f"{n}: {w.filename}" for n, s in networks().items() for w in s.weights
+                      if w.option == "dict_path")
+    return (f"the word list of a network that reads one ({files}), a local file; null: the "
+            "default, downloaded once into torch's hub cache")
+
+
+def _show_pred_help() -> str:
+    heads = ", ".join(f"{n}: {s.labels.name}" for n, s in networks().items() if s.labels)
+    return f"print the top-5 classes of every stack ({heads})"
+
+
 @dataclass
 class ExtractorOptions(_Validated):
     """What turns a video into features: the options of ``ExtractS3D`` and of the CLI."""
 
-    feature_type: str = option("s3d", "the network: " + ", ".join(FEATURE_TYPES),
-                               _check_feature_type)
-    stack_size: int = option(NETWORK_DEFAULT, "frames per feature window (the network's minimum: "
-                                       f"{_minimums()})", _check_stack_size,
-                                       shown=_per_network("stack_size"))
+    feature_type: str = option(DEFAULT_NETWORK, _network_help, _check_feature_type,
+                               feature=True)
+    stack_size: int = option(NETWORK_DEFAULT, _stack_help, _check_stack_size, feature=True,
+                             default_shown=_per_network("stack_size"))
     step_size: int = option(NETWORK_DEFAULT, "frames between window starts", _int_at_least(1),
-                                      shown=_per_network("step_size"))
-    extraction_fps: Optional[float] = option(NETWORK_DEFAULT, "resample to this frame rate first (FFmpeg's fps "
-                                 "filter); null keeps every decoded frame", _check_fps,
-                                 shown=_per_network("extraction_fps"))
+                            feature=True, default_shown=_per_network("step_size"))
+    extraction_fps: Optional[float] = option(
+        NETWORK_DEFAULT, "resample to this frame rate first (FFmpeg's fps filter); null keeps "
+        "every decoded frame", _check_fps, feature=True,
+        default_shown=_per_network("extraction_fps"))
     max_resample_ratio: Optional[float] = option(
         100.0, "with extraction_fps: the most frames resampling may emit per decoded frame "
         "(repeats filling gaps in the timestamps); a video that needs more fails at decode; "
-        "null: no limit", _check_ratio)
-    preprocess: Preprocess = option(
-        NETWORK_DEFAULT, "kylemin: FFmpeg bilinear resize, pixels in [-1, 1]; video_features: the "
-        "incumbent's torch resize, [0, 1]; howto100m: kylemin's resize, [0, 1]",
-        shown=_per_network("preprocess"))
+        "null: no limit", _check_ratio, feature=False)
+    preprocess: str = option(NETWORK_DEFAULT, _preset_help, _check_preprocess, feature=True,
+                             default_shown=_per_network("preprocess"))
+    # the weights are compared by their SHA-256 (the run's identity), not by this path
     weights_path: Optional[str] = option(None, "a local checkpoint; null: the default weights, "
-                                         "downloaded once into torch's hub cache")
-    dict_path: Optional[str] = option(None, "s3d_howto100m's word list (s3d_dict.npy), a local "
-                                      "file; null: the default, downloaded once into torch's "
-                                      "hub cache", _check_dict_path)
+                                         "downloaded once into torch's hub cache",
+                                         feature=False)
+    dict_path: Optional[str] = option(None, _dict_help, _check_dict_path, feature=False)
     device: str = option("cuda:0", "torch device: cpu, cuda or cuda:N; without CUDA, the CPU "
-                         "(with a warning)", _check_device)
+                         "(with a warning)", _check_device, feature=False)
     batch_size: Optional[int] = option(None, "stacks per forward pass; null: 1 on CPU, 8 on CUDA",
-                                       _int_at_least(1, " or null (1 on CPU, 8 on CUDA)"))
+                                       _int_at_least(1, " or null (1 on CPU, 8 on CUDA)"),
+                                       feature=False)
     num_workers: int = option(1, "videos decoded ahead in background threads (0: inline)",
-                              _int_at_least(0))
+                              _int_at_least(0), feature=False)
     precision: Precision = option(Precision.fp32, "fp32, fp16 or bf16 (autocast; CUDA only, "
-                                  "fp32 on the CPU)")
+                                  "fp32 on the CPU)", feature=True)
     compile: bool = option(False, "torch.compile with inductor freezing (tens of seconds to "
-                           "compile; for long runs)")
-    keep_tmp_files: bool = option(False, "keep the resampled video (libx264) in tmp_path")
+                           "compile; for long runs)", feature=False)
+    keep_tmp_files: bool = option(False, "keep the resampled video (libx264) in tmp_path",
+                                  feature=False)
     tmp_path: str = option("./tmp", "where kept resampled videos go (checked at start "
-                           "when keep_tmp_files=true)", _check_tmp_path)
+                           "when keep_tmp_files=true)", _check_tmp_path, feature=False)
 
 
 @dataclass
@@ -325,39 +336,48 @@ class ExtractionConfig(ExtractorOptions):
 
     video_paths: Any = option(None, "one path or a list: \"[a.mp4, b.mkv]\"; a folder stands "
                               "for its video files (any depth, by extension, sorted), a glob "
-                              "pattern ('/data/**/*.mp4') for what it matches")
+                              "pattern ('/data/**/*.mp4') for what it matches", feature=False)
     file_with_video_paths: Optional[str] = option(
         None, "a text file, one path a line (or a failed.jsonl / manifest to retry); a line "
-        "may be a folder or a glob pattern, as in video_paths")
+        "may be a folder or a glob pattern, as in video_paths", feature=False)
     on_extraction: OnExtraction = option(OnExtraction.print, "print, save_numpy (.npy), "
-                                         "save_pickle (.pkl) or save_h5 (one HDF5 file a shard)")
+                                         "save_pickle (.pkl) or save_h5 (one HDF5 file a shard)",
+                                         feature=False)
     output_path: str = option("./output", "features go to "
                               "<output_path>/<feature_type>/<name>_<key>.<ext> (save_h5: "
-                              "<feature_type>-<shard>-of-<num_shards>.h5 there)")
+                              "<feature_type>-<shard>-of-<num_shards>.h5 there)", feature=False)
     output_layout: OutputLayout = option(OutputLayout.flat, "flat (<stem>_<key>) or mirror "
-                                         "(the inputs' folders kept, see input_root)")
+                                         "(the inputs' folders kept, see input_root)",
+                                         feature=True)
     input_root: Optional[str] = option(None, "with output_layout=mirror, each input's folders "
                                        "are kept relative to this folder; null: from the "
-                                       "filesystem root (/data/a/v.mp4 -> data/a/v)")
-    overwrite: bool = option(False, "redo videos whose outputs exist")
-    show_pred: bool = option(False, "print the top-5 Kinetics-400 classes of every stack (s3d)",
-                             _check_show_pred)
+                                       "filesystem root (/data/a/v.mp4 -> data/a/v)",
+                                       feature=True)
+    overwrite: bool = option(False, "redo videos whose outputs exist", feature=False)
+    show_pred: bool = option(False, _show_pred_help, _check_show_pred, feature=False)
     shard: int = option(0, "this process takes the inputs i with i % num_shards == shard",
-                        _check_shard)
+                        _check_shard, feature=False)
     num_shards: int = option(1, "number of shards the input list is split into",
-                             _int_at_least(1))
+                             _int_at_least(1), feature=False)
     lock_wait_s: float = option(0.0, "when another run holds this shard of the output folder "
                                 "(or shards it another way), wait up to this many seconds for "
-                                "it to end (0: exit 2 at once, naming it)", _at_least_zero)
+                                "it to end (0: exit 2 at once, naming it)", _at_least_zero,
+                                feature=False)
     progress_every_s: float = option(60.0, "when stderr is not a terminal, one 'progress:' "
                                      "line at most this often, in seconds (0: none)",
-                                     _at_least_zero)
-    debug: bool = option(False, "tracebacks for failures, debug logging")
+                                     _at_least_zero, feature=False)
+    debug: bool = option(False, "tracebacks for failures, debug logging", feature=False)
 
     def _check_across_fields(self) -> None:
         if self.video_paths in (None, "", []) and not self.file_with_video_paths:
             raise ValueError("video_paths: no input given; set video_paths (a path or a list) "
                              "or file_with_video_paths (a text file, one path a line)")
+
+
+def feature_options() -> Tuple[str, ...]:
+    """The options that change the features (their values or where they go), in field order:
+    what the rerun check compares."""
+    return tuple(f.name for f in fields(ExtractionConfig) if f.metadata["feature"])
 
 
 def extractor_options(cfg) -> Dict[str, Any]:
@@ -369,12 +389,12 @@ def help_text() -> str:
     """The options, their defaults and meanings, for ``python main.py --help``."""
     rows = []
     for f in fields(ExtractionConfig):
-        default = f.metadata.get("shown")
+        default = _text(f.metadata.get("default_shown"))
         if default is None:
             value = f.default
             default = "null" if value is None else str(getattr(value, "value", value)).lower() \
                 if isinstance(value, bool) else str(getattr(value, "value", value))
-        rows.append((f.name, default, f.metadata.get("help", "")))
+        rows.append((f.name, default, option_help(f)))
     width = max(len(name) for name, _, _ in rows)
     lines = ["usage: python main.py [option=value ...]   (Hydra overrides; -m for multirun)",
              "", "options:"]
@@ -389,6 +409,6 @@ def register_configs() -> None:
     level: ``python main.py feature_type=s3d stack_size=32``)."""
     store = ConfigStore.instance()
     store.store(name="extraction_schema", node=ExtractionConfig)
-    for spec in FEATURE_TYPES.values():
+    for spec in networks().values():
         node = {"feature_type": spec.name, **{n: getattr(spec, n) for n in NETWORK_OPTIONS}}
         store.store(group="feature_type", name=spec.name, node=node, package="_global_")

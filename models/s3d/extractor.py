@@ -18,16 +18,16 @@ BatchNorm-folded, channels_last_3d copy of the loaded model (models.s3d.inferenc
 """
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from models.s3d.inference import BatchRunner, inference_model, resolve_precision
 from models.s3d.network import S3D
+from models.s3d.spec import SPEC
 from models.s3d.weights import DEFAULT_URL, load_weights, state_dict_sha256
 from utils.config import ExtractorOptions, extractor_options
 from utils.console import RunProgress
@@ -38,15 +38,8 @@ from utils.records.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
-FEATURE_TYPE = "s3d"
-LABELS_FILE = os.path.join(os.path.dirname(__file__), "kinetics400_labels.txt")
 CPU_BATCH_SIZE = 1    # measured: larger batches are no faster on the CPU and hold more memory
 CUDA_BATCH_SIZE = 8   # several stacks per forward keep a GPU busy
-
-
-def kinetics400_labels() -> List[str]:
-    with open(LABELS_FILE, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
 
 
 @dataclass
@@ -72,17 +65,22 @@ class ExtractS3D:
     to use instead of ``weights_path`` (not modified); ``fold_bn``; ``prefetch_batches``,
     batches decoded ahead per video.
 
-    Another network's extractor subclasses it with its ``feature_type``, ``load_model`` and
-    ``network_outputs`` (models.s3d_howto100m): the pipeline and batching are shared.
+    Another network's extractor subclasses it with its ``spec`` (``utils.networks.NetworkSpec``),
+    ``load_model`` and ``network_outputs`` (models.s3d_howto100m): the pipeline and batching
+    are shared.
     """
 
-    feature_type = FEATURE_TYPE
+    spec = SPEC
+
+    @property
+    def feature_type(self) -> str:
+        return self.spec.name
 
     def __init__(self, options: Optional[ExtractorOptions] = None, *, model: Optional[S3D] = None,
                  fold_bn: bool = True, prefetch_batches: int = 2, **overrides):
         if options is None or overrides:
             base = extractor_options(options) if options is not None else {}
-            options = ExtractorOptions(**{**base, **overrides})
+            options = ExtractorOptions(**{"feature_type": self.spec.name, **base, **overrides})
         if options.feature_type != self.feature_type:
             raise ValueError(f"feature_type: {type(self).__name__} extracts "
                              f"{self.feature_type!r}, not {options.feature_type!r}")
@@ -93,7 +91,7 @@ class ExtractS3D:
             CUDA_BATCH_SIZE if self.device.type == "cuda" else CPU_BATCH_SIZE)
         self.num_workers = options.num_workers
         self.prefetch_batches = max(1, prefetch_batches)
-        preset = preset_class(options.preprocess.value)
+        preset = preset_class(options.preprocess)
         self.settings = DecodeSettings(
             stack_size=options.stack_size, step_size=options.step_size,
             extraction_fps=options.extraction_fps, preset=preset, batch_size=self.batch_size,
@@ -110,7 +108,7 @@ class ExtractS3D:
         self.runner = BatchRunner(net, self.device, self.precision, self.batch_size,
                                   preset.to_input, compiled=options.compile)
         self._plan: Optional[Plan] = None
-        self.labels = kinetics400_labels()
+        self.labels = self.spec.labels.read() if self.spec.labels else []
         self.stats = PipelineStats()
 
     def load_model(self, options: ExtractorOptions) -> torch.nn.Module:

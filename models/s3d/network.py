@@ -15,16 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.config import FEATURE_TYPES
+from models.s3d.spec import FEATURE_DIM, SPEC
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 1e-3
-FEATURE_DIM = 1024
 NUM_CLASSES = 400
 # Fewest frames a stack may have (option validation needs it too, so it lives with the
 # options): with 12 the last max-pool leaves one time step and the head's (2, H', W') average
 # pool has nothing to pool (tests/test_network.py checks both).
-MIN_STACK_SIZE = FEATURE_TYPES["s3d"].min_stack_size
+MIN_STACK_SIZE = SPEC.min_stack_size
 
 
 class BasicConv3d(nn.Sequential):

@@ -19,16 +19,15 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from models.s3d.spec import WEIGHTS
 from utils.errors import WeightsError, one_line
 from utils.files import AtomicFile
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = ("https://github.com/v-iashin/video_features/raw/"
-               "a2f61b7a4cf0ca6a2d91dcc2182f57e7cfd12664/models/s3d/checkpoint/"
-               "S3D_kinetics400_torchified.pt")
-DEFAULT_SHA1 = "65b27cbb412937b3dd705f4216cb822d679535df"  # git blob SHA-1 of that file
-DEFAULT_FILENAME = "S3D_kinetics400_torchified.pt"
+DEFAULT_URL = WEIGHTS.url
+DEFAULT_SHA1 = WEIGHTS.git_blob_sha1  # git blob SHA-1 of that file
+DEFAULT_FILENAME = WEIGHTS.filename
 
 
 def git_blob_sha1(path: str) -> str:

@@ -6,11 +6,23 @@ side, its weights, and text search over extracted outputs.
     out["s3d_howto100m"], out["video_embedding"]          # (Tv, 1024), (Tv, 512)
 
     python -m models.s3d_howto100m.search OUTPUT_PATH "cut tomato"
-"""
-from models.s3d_howto100m.extractor import ExtractS3DHowTo100M
-from models.s3d_howto100m.network import EMBEDDING_DIM, FEATURE_DIM, MIN_STACK_SIZE, S3DG
-from models.s3d_howto100m.text import SentenceEncoder, TextEncoder, Vocabulary
-from models.s3d_howto100m.weights import load_text_encoder
 
-__all__ = ["ExtractS3DHowTo100M", "S3DG", "SentenceEncoder", "TextEncoder", "Vocabulary",
-           "load_text_encoder", "FEATURE_DIM", "EMBEDDING_DIM", "MIN_STACK_SIZE"]
+Importing the package registers ``feature_type=s3d_howto100m`` and the ``howto100m`` preset
+(``spec.py``, pure data); the names below that need torch are imported when first used.
+"""
+import importlib
+
+from models.s3d_howto100m.spec import EMBEDDING_DIM, FEATURE_DIM, SPEC
+
+_LAZY = {"ExtractS3DHowTo100M": "models.s3d_howto100m.extractor",
+         "S3DG": "models.s3d_howto100m.network", "MIN_STACK_SIZE": "models.s3d_howto100m.network",
+         "SentenceEncoder": "models.s3d_howto100m.text", "TextEncoder": "models.s3d_howto100m.text",
+         "Vocabulary": "models.s3d_howto100m.text",
+         "load_text_encoder": "models.s3d_howto100m.weights"}
+__all__ = ["SPEC", "FEATURE_DIM", "EMBEDDING_DIM", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,8 @@ The options are ``utils.config.ExtractorOptions`` with ``feature_type="s3d_howto
 ``preprocess=howto100m`` (FFmpeg's bilinear scale to a short side of 224, centre 224x224 crop,
 pixels in [0, 1]).  Decoding, batching, BatchNorm folding and the rest are ``ExtractS3D``'s.
 
-Provenance: ``weights_sha256`` / ``weights_source`` and ``dict_sha256`` / ``dict_source``
-name the checkpoint and the word list (the URL of a default download, or the local path).
+Provenance: ``weights`` (``source`` / ``sha256`` and ``dict_source`` / ``dict_sha256``) names
+the checkpoint and the word list (the URL of a default download, or the local path).
 The word list is not needed to extract, but it is resolved and checked against the
 checkpoint here, so that the outputs' text search (``models.s3d_howto100m.search``) has the
 pair the run was made with.
@@ -27,11 +27,9 @@ import torch
 
 from models.s3d.extractor import ExtractS3D
 from models.s3d_howto100m.network import S3DG
+from models.s3d_howto100m.spec import EMBEDDING_KEY, FEATURE_TYPE, SPEC
 from models.s3d_howto100m.weights import load_checkpoint, resolve_dict, resolve_weights, vocabulary_of
 from utils.config import ExtractorOptions
-
-FEATURE_TYPE = "s3d_howto100m"
-EMBEDDING_KEY = "video_embedding"
 
 
 class ExtractS3DHowTo100M(ExtractS3D):
@@ -42,16 +40,12 @@ class ExtractS3DHowTo100M(ExtractS3D):
     read, and the provenance attributes are None.
     """
 
-    feature_type = FEATURE_TYPE
+    spec = SPEC
 
     def __init__(self, options: Optional[ExtractorOptions] = None, *, model: Optional[S3DG] = None,
                  **kwargs):
-        if options is None:
-            kwargs.setdefault("feature_type", FEATURE_TYPE)
-        self.weights_sha256 = self.weights_source = None
-        self.dict_path = self.dict_sha256 = self.dict_source = None
+        self.dict_path = None
         super().__init__(options, model=model, **kwargs)
-        self.labels = []  # no classes: show_pred is refused for this network (utils.config)
 
     def load_model(self, options: ExtractorOptions) -> torch.nn.Module:
         weights = resolve_weights(options.weights_path)
@@ -59,9 +53,7 @@ class ExtractS3DHowTo100M(ExtractS3D):
         vocabulary_of(words.path)  # a word list this checkpoint's word table can hold
         model = S3DG()
         load_checkpoint(weights.path, video=model)  # both sides checked, the video one loaded
-        self.weights_path = weights.path
-        self.weights_sha256, self.weights_source = weights.sha256, weights.source
-        self.dict_path, self.dict_sha256, self.dict_source = words.path, words.sha256, words.source
+        self.weights_path, self.dict_path = weights.path, words.path
         self.weights = {"source": weights.source, "sha256": weights.sha256,
                         "dict_source": words.source, "dict_sha256": words.sha256}
         return model.eval()

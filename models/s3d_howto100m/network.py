@@ -35,13 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.config import FEATURE_TYPES
+from models.s3d_howto100m.spec import EMBEDDING_DIM, FEATURE_DIM, SPEC
 
-FEATURE_DIM = 1024
-EMBEDDING_DIM = 512
 BN_EPS = 1e-5
-SPEC = FEATURE_TYPES["s3d_howto100m"]
-MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_network.py finds it by test
+MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_port.py checks it by test
 
 
 class Unit(nn.Sequential):

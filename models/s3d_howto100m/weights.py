@@ -24,6 +24,7 @@ from torch import nn
 
 from models.s3d.weights import download, load_into, read_state_dict
 from models.s3d_howto100m.network import S3DG
+from models.s3d_howto100m.spec import WEIGHTS, WORD_LIST
 from models.s3d_howto100m.text import SentenceEncoder, TextEncoder, Vocabulary
 from models.s3d_howto100m.words import read_word_list
 from utils.records.provenance import file_sha256
@@ -31,11 +32,8 @@ from utils.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
-BASE_URL = "https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/"
-WEIGHTS_FILENAME = "s3d_howto100m.pth"
-DICT_FILENAME = "s3d_dict.npy"
-WEIGHTS_URL = BASE_URL + WEIGHTS_FILENAME
-DICT_URL = BASE_URL + DICT_FILENAME
+WEIGHTS_FILENAME, WEIGHTS_URL = WEIGHTS.filename, WEIGHTS.url
+DICT_FILENAME, DICT_URL = WORD_LIST.filename, WORD_LIST.url
 TEXT_PREFIX = "text_module."
 WHAT = "an S3D HowTo100M (MIL-NCE) checkpoint"
 

@@ -2,15 +2,17 @@
 import os
 from typing import Dict, List, Optional, Sequence
 
-from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.files import NAME_MAX, fit_name
 from utils.inputs.paths import absolute_path
 
-KEYS = FEATURE_TYPES["s3d"].keys  # the default network's
 EXTENSIONS = {"save_numpy": "npy", "save_pickle": "pkl"}
-# the longest "_<key>.<ext>" an output name gets (``_timestamps_ms.npy``: 18 bytes)
-LONGEST_SUFFIX = max(len(f"_{key}.{ext}") for key in KEYS for ext in EXTENSIONS.values())
+
+
+def longest_suffix(keys: Sequence[str]) -> int:
+    """The longest ``_<key>.<ext>`` an output name of these keys gets, in bytes
+    (``_video_embedding.npy``: 20 for s3d_howto100m's, ``_timestamps_ms.npy``: 18 for s3d's)."""
+    return max(len(f"_{key}.{ext}".encode("utf-8")) for key in keys for ext in EXTENSIONS.values())
 
 
 def output_root(output_path: str, feature_type: str) -> str:
@@ -19,7 +21,7 @@ def output_root(output_path: str, feature_type: str) -> str:
 
 
 def output_files(root: str, name: str, on_extraction: str,
-                 keys: Sequence[str] = KEYS) -> Dict[str, str]:
+                 keys: Sequence[str]) -> Dict[str, str]:
     """``{key: <root>/<name>_<key>.<ext>}`` for a saving sink; ``{}`` for ``print``."""
     ext = EXTENSIONS.get(on_extraction)
     if ext is None:
@@ -27,7 +29,7 @@ def output_files(root: str, name: str, on_extraction: str,
     return {key: os.path.join(root, f"{name}_{key}.{ext}") for key in keys}
 
 
-def output_names(paths: List[str], layout: str = "flat",
+def output_names(paths: List[str], keys: Sequence[str], layout: str = "flat",
                  input_root: Optional[str] = None) -> List[str]:
     """Each video's output name, relative to ``<output_path>/<feature_type>``, without
     ``_<key>.<ext>``.
@@ -35,15 +37,16 @@ def output_names(paths: List[str], layout: str = "flat",
     ``flat``: the file's stem.  ``mirror``: its folders kept, relative to ``input_root``
     (null: from the filesystem root), so a video's outputs land in the same place whichever
     folder the command runs from and whichever other videos are listed.  A stem too long for
-    its output files' names (over 237 bytes) is shortened to a prefix and a hash of the whole
-    stem (``utils.files.fit_name``).  Two inputs that would share a name, or an input outside
+    its output files' names (``<stem>_<key>.<ext>`` over 255 bytes for one of the network's
+    ``keys``) is shortened to a prefix and a hash of the whole stem (``utils.files.fit_name``).  Two inputs that would share a name, or an input outside
     ``input_root``, are an error raised before any work.
     """
     names: List[str] = []
     owner: Dict[str, str] = {}
     root = os.path.normpath(absolute_path(input_root)) if input_root else os.sep
+    room = NAME_MAX - longest_suffix(keys)
     for p in paths:
-        stem = fit_name(os.path.splitext(os.path.basename(p))[0], NAME_MAX - LONGEST_SUFFIX)
+        stem = fit_name(os.path.splitext(os.path.basename(p))[0], room)
         if layout == "mirror":
             if os.path.commonpath([p, root]) != root:
                 raise InputError(f"input_root: {p} is not under {root}; set input_root to a "

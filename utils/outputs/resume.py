@@ -6,14 +6,13 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.config import FEATURE_TYPES
 from utils.outputs.serialization import UnsafePickle, load_output
 
 log = logging.getLogger(__name__)
 
 
 def outputs_complete(files: Dict[str, str],
-                     features: Sequence[Tuple[str, int]] = FEATURE_TYPES["s3d"].features
+                     features: Sequence[Tuple[str, int]]
                      ) -> Optional[Tuple[int, float]]:
     """``(Tv, seconds of video)`` when every file of the set exists and loads, with shapes that
     agree (``features``: each per-stack key and its width); None otherwise (a missing key, a
@@ -45,7 +44,7 @@ def outputs_complete(files: Dict[str, str],
 
 
 def arrays_complete(arrays: Mapping[str, Any],
-                    features: Sequence[Tuple[str, int]] = FEATURE_TYPES["s3d"].features
+                    features: Sequence[Tuple[str, int]]
                     ) -> Optional[Tuple[int, float]]:
     """The one rule of a complete output set, for arrays from any format (numpy arrays,
     memory maps, HDF5 datasets): ``(Tv, seconds of video)`` when ``timestamps_ms`` is

@@ -29,7 +29,7 @@ import socket
 from dataclasses import fields
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from utils.config import ExtractionConfig
+from utils.config import ExtractionConfig, feature_options
 from utils.errors import InputError
 from utils.files import open_regular, write_bytes
 
@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 RUNS_FOLDER = "runs"
-# The options that decide the features' values or where they are written.
-FEATURE_OPTIONS = ("feature_type", "stack_size", "step_size", "extraction_fps", "preprocess",
-                   "precision", "output_layout", "input_root")
+# The options that decide the features' values or where they are written: those marked
+# ``feature=True`` in utils/config.py, so that a new one cannot be left out of the rerun check.
+FEATURE_OPTIONS = feature_options()
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # what new_run_id makes: a safe file name

@@ -16,8 +16,9 @@ from typing import Any, Callable, ContextManager, Dict, List, Protocol, Sequence
 
 import numpy as np
 
-from utils.config import FEATURE_TYPES, ExtractionConfig
+from utils.config import ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
+from utils.networks import network
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
 from utils.outputs.file_store import FileStore
 from utils.outputs import h5_format
@@ -111,8 +112,8 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     started = time.time()
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
     # named on the whole list, so every shard agrees
-    names = output_names(paths, cfg.output_layout.value, cfg.input_root)
-    spec = FEATURE_TYPES[cfg.feature_type]
+    spec = network(cfg.feature_type)
+    names = output_names(paths, spec.keys, cfg.output_layout.value, cfg.input_root)
     if cfg.on_extraction.value == "save_h5":
         clash = h5_format.name_clash(names, spec.keys)
         if clash:
@@ -149,7 +150,7 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
 def _open_store(cfg: ExtractionConfig, root: str, run_id: str = "", record=None,
                 writable: bool = True, on_lost=None):
     """Where this run's outputs go: a file per key and video, or the shard's HDF5 file."""
-    spec = FEATURE_TYPES[cfg.feature_type]
+    spec = network(cfg.feature_type)
     sink = cfg.on_extraction.value
     if sink == "save_h5":
         return H5Store(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
@@ -273,7 +274,7 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
             if store:
                 store.write(name, arrays, path)
             else:
-                print_features(path, arrays, FEATURE_TYPES[cfg.feature_type].keys)
+                print_features(path, arrays, network(cfg.feature_type).keys)
         except OSError as e:
             log.debug("traceback for %s", path, exc_info=True)
             where = getattr(e, "filename", None) or os.path.dirname(next(iter(files.values()), ""))

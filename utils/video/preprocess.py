@@ -1,15 +1,14 @@
-"""Per-frame geometry and pixel scaling: the presets.
+"""Per-frame geometry and pixel scaling: a ``preprocess`` preset (``utils.networks.Preset``:
+data) turned into the code that does it.
 
-``kylemin`` (default): FFmpeg's ``scale=W:H:flags=bilinear,format=rgb24,crop=224:224:X:Y``
-on the decoded frame, kept as uint8 until the network input, then scaled to [-1, 1] (the
-range kylemin's Kinetics-400 weights were trained with).
+Resize ``ffmpeg`` (the ``kylemin`` preset, and ``howto100m``): FFmpeg's
+``scale=W:H:flags=bilinear,format=rgb24,crop=224:224:X:Y`` on the decoded frame, kept as uint8
+until the network input, then scaled to the preset's range ([-1, 1] for kylemin's
+Kinetics-400 weights, [0, 1] for the MIL-NCE HowTo100M S3D-G).
 
-``howto100m``: the ``kylemin`` geometry (the same FFmpeg filters), scaled to [0, 1], the input
-range of the MIL-NCE HowTo100M S3D-G ("normalized to [0, 1]", antoine77340/S3D_HowTo100M).
-
-``video_features``: the incumbent tool's path, for users who must stay consistent with
-features they already have: rgb24 -> float [0, 1] -> torch bilinear resize with
-``scale_factor = 224 / min(H, W)`` (``align_corners=False``, no antialias) -> the same
+Resize ``torch`` (``video_features``): the incumbent tool's path, for users who must stay
+consistent with features they already have: rgb24 -> float [0, 1] -> torch bilinear resize
+with ``scale_factor = 224 / min(H, W)`` (``align_corners=False``, no antialias) -> the same
 centre crop.
 """
 from typing import Tuple
@@ -20,6 +19,7 @@ import torch
 
 from utils.video.decode import build_graph, drain, frame_size_problem
 from utils.errors import ExtractionError
+from utils.networks import presets
 
 CROP = 224
 
@@ -84,10 +84,8 @@ class FilteredFrames:
         return self.view(frame).copy()
 
 
-class KyleminFrames(FilteredFrames):
+class FFmpegFrames(FilteredFrames):
     """av.VideoFrame -> (224, 224, 3) uint8, through FFmpeg's scale/format/crop filters."""
-
-    name = "kylemin"
 
     def filters(self, width: int, height: int):
         w, h = checked_resized_size(width, height)
@@ -95,16 +93,18 @@ class KyleminFrames(FilteredFrames):
         return [("scale", f"{w}:{h}:flags=bilinear"), ("format", "rgb24"),
                 ("crop", f"{CROP}:{CROP}:{x}:{y}")]
 
+
+class KyleminFrames(FFmpegFrames):
+    """FFmpeg's frames, given to the network in [-1, 1]."""
+
     @staticmethod
     def to_input(frames: torch.Tensor) -> torch.Tensor:
         """(..., H, W, 3) uint8 -> float32 in [-1, 1]."""
         return frames.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
 
 
-class HowTo100MFrames(KyleminFrames):
-    """``kylemin``'s frames (FFmpeg scale, centre crop, uint8), given to the network in [0, 1]."""
-
-    name = "howto100m"
+class UnitFrames(FFmpegFrames):
+    """FFmpeg's frames, given to the network in [0, 1]."""
 
     @staticmethod
     def to_input(frames: torch.Tensor) -> torch.Tensor:
@@ -114,8 +114,6 @@ class HowTo100MFrames(KyleminFrames):
 
 class VideoFeaturesFrames:
     """av.VideoFrame -> (224, 224, 3) float32 in [0, 1], resized as the incumbent tool does."""
-
-    name = "video_features"
 
     def __init__(self):
         self._rgb = FilteredFrames()
@@ -146,16 +144,21 @@ def resize_crop_float(rgb: torch.Tensor) -> torch.Tensor:
     return x[0, :, top:top + CROP, left:left + CROP].permute(1, 2, 0).contiguous()
 
 
-PRESETS = {"kylemin": KyleminFrames, "video_features": VideoFeaturesFrames,
-           "howto100m": HowTo100MFrames}
+# (resize, value range) -> the class that does it
+_CLASSES = {("ffmpeg", (-1, 1)): KyleminFrames, ("ffmpeg", (0, 1)): UnitFrames,
+            ("torch", (0, 1)): VideoFeaturesFrames}
 
 
 def preset_class(name: str):
-    """The preset's class: instances convert one video's frames (they keep its filter graph),
-    the class's ``to_input`` turns a batch of their frames into the network's input."""
-    try:
-        return PRESETS[name]
-    except KeyError:
+    """The registered preset's class: instances convert one video's frames (they keep its
+    filter graph), the class's ``to_input`` turns a batch of their frames into the network's
+    input."""
+    spec = presets().get(name)
+    if spec is None:
         raise ValueError(f"preprocess: unknown preset {name!r}; expected one of "
-                         f"{', '.join(PRESETS)}") from None
-
+                         f"{', '.join(presets())}")
+    try:
+        return _CLASSES[spec.resize, tuple(spec.value_range)]
+    except KeyError:
+        raise ValueError(f"preprocess: preset {name!r} asks for a {spec.resize} resize to "
+                         f"{spec.value_range}, which is not implemented") from None
