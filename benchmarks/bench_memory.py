@@ -13,7 +13,7 @@ torch, cross-checked with ``/proc/<pid>/status`` VmHWM while it runs):
 - 8192x8192 (the largest frame accepted), also two of them decoded at once (num_workers=2);
 - 16384x2 and 8200x8200: over the size limit, they must fail at ``decode`` naming it.
 
-The README's memory figures (``FIGURES_MB`` below) must hold for every row: the script prints
+The memory figures of docs/speed.md (``FIGURES_MB`` below) must hold for every row: the script prints
 a table and exits with status 1 when a row exceeds its figure or a refused input was not
 refused.  ``results.json`` in the work folder keeps the numbers.  Videos and the seeded
 random checkpoint are made once in the work folder (``--workdir``, default
@@ -39,7 +39,7 @@ from utils.files import write_bytes  # noqa: E402 -- light: no torch in this pro
 MAIN = os.path.join(REPO, "main.py")
 SAMPLE = os.path.join(REPO, "sample", "sample.mp4")
 
-# The README's figures: peak RSS of one run, in MB, whatever the input ("Memory" section):
+# docs/speed.md's figures: peak RSS of one run, in MB, whatever the input ("Memory" section):
 # the baseline (1.1 GB here, with an ordinary video) plus, per video being decoded, at most
 # 0.5 GB (preprocess=kylemin), 1.5 GB (video_features), and 0.65 GB more with keep_tmp_files;
 # rounded up with about 10 % of headroom.
