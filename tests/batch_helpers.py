@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from models.s3d import ExtractS3D
+from models.s3d.spec import SPEC as S3D
 from utils.config import ExtractionConfig, OnExtraction, OutputLayout
 from utils.video.preprocess import KyleminFrames
 from utils.outputs.naming import output_files
 from utils.outputs.serialization import load_output
 from videos import cli_frames, kylemin_vf
-from models.s3d.spec import SPEC as S3D
 
 KEYS = S3D.keys  # the default network's output keys, for the tests
 

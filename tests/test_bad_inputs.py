@@ -19,11 +19,11 @@ import pytest
 
 from batch_helpers import (KEYS, STACK, assert_same_outputs, cli_args, cli_reference, load_set,
                            make_cfg, make_extractor, read_jsonl, rel_err, run_cli)
+from models.s3d.spec import SPEC as S3D
 from utils.run.batch_run import run
 from utils.files import find_temporaries
 from utils.outputs.naming import output_names
 from videos import ffmpeg, synth
-from models.s3d.spec import SPEC as S3D
 
 WEIRD = "it's a \"quoted\" vidéo — 日本 (1).mp4"
 

@@ -18,11 +18,11 @@ import pytest
 
 from batch_helpers import (KEYS, MAIN, STACK, cli_args, cli_reference, load_set,
                            output_files_under, read_jsonl, rel_err, run_cli)
+from models.s3d.spec import SPEC as S3D
 from utils.files import find_temporaries, fit_name, temporary_name
 from utils.outputs.naming import output_files
 from utils.video.preprocess import KyleminFrames
 from videos import ffmpeg, synth
-from models.s3d.spec import SPEC as S3D
 
 GiB = 2**30
 

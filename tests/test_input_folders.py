@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from models.s3d.spec import SPEC as S3D
 import utils.inputs.folders
 from batch_helpers import KEYS, cli_args, output_files_under, read_jsonl, run_cli
 from utils.errors import InputError
@@ -16,7 +17,6 @@ from utils.files import temporary_name
 from utils.inputs.paths import VIDEO_EXTENSIONS, collect_paths, is_video_name, shard_paths
 from utils.outputs.naming import output_names
 from videos import synth
-from models.s3d.spec import SPEC as S3D
 
 
 def touch(root, *names):

@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from conftest import REPO
+from models.s3d.spec import SPEC as S3D
 from utils.records.manifests import main, merge
 from utils.outputs.naming import output_files
 from utils.outputs.serialization import write_outputs
-from models.s3d.spec import SPEC as S3D
 
 
 def make_outputs(folder, stem, tv, fps=25.0, step_ms=2560.0):

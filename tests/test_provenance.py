@@ -16,6 +16,7 @@ import pytest
 
 from batch_helpers import (KEYS, MAIN, assert_same_outputs, cli_args, load_set, read_jsonl,
                            run_cli)
+from models.s3d.spec import SPEC as S3D
 from utils.console import ProgressLog
 from utils.errors import InputError
 from utils.outputs.naming import output_files, output_names
@@ -23,7 +24,6 @@ from utils.records.provenance import FEATURE_OPTIONS, differences, folder_runs
 from utils.records.run_report import RunReport
 from utils.outputs.serialization import UnsafePickle, safe_pickle_loads, write_outputs
 from videos import synth
-from models.s3d.spec import SPEC as S3D
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 
 from batch_helpers import (KEYS, MAIN, ExtractorDouble, assert_same_outputs, cli_args, load_set, make_cfg,
                            make_extractor, output_files_under, read_jsonl, wait_for_state)
+from models.s3d.spec import SPEC as S3D
 import utils.files as atomic_files
 from utils.outputs import serialization
 from utils.run.batch_run import run
@@ -19,7 +20,6 @@ from utils.outputs.naming import output_files
 from utils.outputs.resume import outputs_complete
 from utils.outputs.serialization import write_outputs
 from videos import synth
-from models.s3d.spec import SPEC as S3D
 
 KILL_STACK = 16
 

@@ -13,13 +13,13 @@ from batch_helpers import (ExtractorDouble, KEYS, assert_same_outputs, cli_args,
                            output_files_under, read_jsonl, run_cli)
 from utils.run.batch_run import run
 from models import build_extractor
+from models.s3d.spec import SPEC as S3D
 from utils.run.cli import run_from_hydra
 from utils.records.run_report import RunReport
 from utils.errors import InputError
 from utils.inputs.paths import collect_paths
 from utils.outputs.naming import output_names
 from videos import synth
-from models.s3d.spec import SPEC as S3D
 
 
 @pytest.fixture(scope="module")

@@ -142,6 +142,25 @@ def extracted(tmp_path_factory, clip, files, extractor):
             "pkl": work / "pkl"}
 
 
+@pytest.mark.parametrize("sink", ["save_numpy", "save_pickle", "save_h5"])
+def test_a_250_byte_stem_fits_this_networks_keys(tmp_path, clip, extractor, sink):
+    """Names are shortened to fit the chosen network's keys: with s3d's keys (longest suffix
+    ``_timestamps_ms.npy``, 18 bytes) a 250-byte stem became 237 bytes, and
+    ``_video_embedding.npy`` (20) then made a 257-byte file name that failed at write."""
+    video = tmp_path / ("é" * 125 + ".mp4")  # 250 bytes of UTF-8
+    shutil.copy(clip("land.mp4", size="320x240"), video)
+    cfg = make_cfg([str(video)], str(tmp_path / "out"), on_extraction=sink,
+                   feature_type="s3d_howto100m", **FAST)
+    report = run(cfg, extractor)
+    assert (report.done, report.num_failed) == (1, 0)
+    [features] = load(str(tmp_path / "out" / "s3d_howto100m")).values()
+    expected = extractor.extract(str(video))
+    for key in KEYS:
+        np.testing.assert_array_equal(features[key], expected[key])
+    names = os.listdir(tmp_path / "out" / "s3d_howto100m")
+    assert all(len(n.encode()) <= 255 for n in names)
+
+
 def test_cli_outputs_equal_the_api_in_both_formats(extracted):
     """The CLI's .npy (checkpoint read from the file) against the API's .pkl (the same seeded
     network handed over in memory)."""

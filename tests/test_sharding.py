@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from models.s3d.spec import SPEC as S3D
 from utils.run.cli import preflight
 from utils.config import ExtractionConfig
 from utils.device import resolve_device
@@ -77,7 +78,6 @@ STABLE_PAIRS = [(10, 3), (1001, 64), (3, 8), (37, 5)]
 _SHARDS_IN_A_NEW_PROCESS = """
 import json, sys
 from utils.inputs.paths import shard_of, shard_paths
-from models.s3d.spec import SPEC as S3D
 pairs = json.loads(sys.argv[1])
 paths = lambda n: [f"/data/videos/v{i:05d}.mp4" for i in range(n)]
 print(json.dumps([[[shard_paths(paths(n), s, k) for s in range(k)],
