@@ -157,12 +157,13 @@ def print_features(path: str, arrays: Dict[str, np.ndarray], keys) -> None:
 
 
 def print_predictions(path: str, logits: np.ndarray, spans: List[tuple], labels: List[str],
-                      k: int = 5, out=None) -> None:
-    """``show_pred``: per stack, its time range and the top-k classes with logit and probability."""
+                      k: int = 5, out=None, label_set: str = "") -> None:
+    """``show_pred``: per stack, its time range and the top-k classes with logit and
+    probability; ``label_set`` names the classes (``Kinetics-400``)."""
     logits = np.asarray(logits, dtype=np.float64)
     z = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    print(f"{path}: top-{k} Kinetics-400 classes per stack", file=out)
+    print(f"{path}: top-{k} {label_set + ' ' if label_set else ''}classes per stack", file=out)
     for i, (row, prob, (start, end)) in enumerate(zip(logits, probs, spans)):
         top = np.argsort(-row, kind="stable")[:k]
         print(f"  stack {i} [{start / 1000:.2f} s, {end / 1000:.2f} s)", file=out)

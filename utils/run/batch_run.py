@@ -268,7 +268,8 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
     spans = arrays["timestamps_ms"].tolist()
     with writes_finish_first():
         if cfg.show_pred:
-            print_predictions(path, arrays.pop("logits"), spans, extractor.labels)
+            print_predictions(path, arrays.pop("logits"), spans, extractor.labels,
+                              label_set=network(cfg.feature_type).labels.name)
         files = store.outputs(name) if store else {}
         try:
             if store:
