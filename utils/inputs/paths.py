@@ -128,11 +128,6 @@ def list_file_entries(file_with_video_paths: str) -> Iterator[Tuple[int, str]]:
                          f"({e.strerror or e})") from None
 
 
-def read_list_file(file_with_video_paths: str) -> List[str]:
-    """The entries of a list file, as written (see ``list_file_entries``)."""
-    return [entry for _, entry in list_file_entries(file_with_video_paths)]
-
-
 class _NoVideo(Exception):
     """An entry that names a folder or pattern gives no video file (the message says why)."""
 
