@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from utils.outputs import h5_format
+from utils.config import FEATURE_TYPES, ExtractionConfig
 from utils.errors import InputError, one_line
 from utils.files import atomic_path, find_temporaries, is_utf8, open_regular, remove_temporaries
 from utils.outputs.resume import arrays_complete
@@ -257,6 +258,25 @@ class H5Store:
             self.close()
             raise
         self._readers = [r for r in self._readers if r is not None]
+
+    @classmethod
+    def open(cls, cfg: ExtractionConfig, root: str, run_id: str = "",
+             record: Optional[Dict[str, Any]] = None, writable: bool = True,
+             on_lost: Optional[Lost] = None) -> "H5Store":
+        spec = FEATURE_TYPES[cfg.feature_type]
+        return cls(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
+                   run_id, record or {}, writable=writable, on_lost=on_lost)
+
+    @staticmethod
+    def name_clash(names: Sequence[str], keys: Sequence[str]) -> str:
+        """Why one file cannot hold these videos ('' when it can): a video's group would pass
+        through a dataset of another (``h5_format.name_clash``)."""
+        clash = h5_format.name_clash(names, keys)
+        if not clash:
+            return ""
+        return (f"output name clash in the HDF5 layout: the group of '{clash[1]}' would pass "
+                f"through a dataset of '{clash[0]}'; rename one of them or use "
+                "output_layout=flat")
 
     def _fold_at_start(self, path: str) -> None:
         try:
