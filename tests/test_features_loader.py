@@ -21,7 +21,7 @@ from utils.outputs import features as features_module
 from utils.outputs import h5_format, serialization
 from utils.run.batch_run import run
 from utils.config import FEATURE_TYPES
-from utils.outputs.features import OutputError, load, main, merge, pack, summarize
+from utils.outputs.features import OutputError, load, main, merge_h5, pack, summarize
 from utils.outputs.h5_store import H5Store, journal_path
 
 PATHS = ["/in/a/b.mp4", "/in/a.mp4", "/in/c/d/e.mp4", "/in/f.mp4"]
@@ -375,7 +375,7 @@ def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
     shards = made["outs"]["shards", "mirror"] / "s3d"
     out = tmp_path / "merged.h5"
     inputs = [str(shards / "s3d-0-of-2.h5"), str(shards / "s3d-1-of-2.h5")]
-    assert merge(str(out), inputs) == 4
+    assert merge_h5(str(out), inputs) == 4
     with load(str(out)) as merged, load(str(made["outs"]["save_h5", "mirror"])) as one:
         assert_features_equal(merged, {n: one[n] for n in one})
         for name in one:
