@@ -21,7 +21,7 @@ from utils.outputs import features as features_module
 from utils.outputs import h5_format, serialization
 from utils.run.batch_run import run
 from utils.config import FEATURE_TYPES
-from utils.outputs.features import OutputError, load, main, merge, pack, summarize
+from utils.outputs.features import OutputError, load, main, merge_h5, pack, summarize
 from utils.outputs.h5_store import H5Store, journal_path
 
 PATHS = ["/in/a/b.mp4", "/in/a.mp4", "/in/c/d/e.mp4", "/in/f.mp4"]
@@ -242,6 +242,21 @@ def test_mixed_formats_need_a_choice(made, tmp_path):
             assert_features_equal(features, expected(made, "flat"))
 
 
+def test_only_shard_file_names_are_h5_outputs(made, tmp_path):
+    """The .h5 files of a folder are its outputs only when named like a shard file
+    (``<feature_type>-<k>-of-<K>.h5``, the rule of the extraction's store): a packed or
+    merged file kept beside them is not read as one."""
+    folder = tmp_path / "s3d"
+    shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", folder)
+    for name in ("all.h5", "s3d-01-of-2.h5", "s3d-1-of-1.h5"):
+        shutil.copy(made["outs"]["save_h5", "flat"] / "s3d" / "s3d-0-of-1.h5", folder / name)
+    with load(str(folder)) as features:
+        assert features.format == "npy"
+        assert_features_equal(features, expected(made, "flat"))
+    with load(str(folder / "all.h5")) as one:  # read when named
+        assert_features_equal(one, expected(made, "flat"))
+
+
 def test_video_in_two_shard_files_is_an_error_naming_both(made, tmp_path):
     folder = tmp_path / "s3d"
     folder.mkdir()
@@ -375,7 +390,7 @@ def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
     shards = made["outs"]["shards", "mirror"] / "s3d"
     out = tmp_path / "merged.h5"
     inputs = [str(shards / "s3d-0-of-2.h5"), str(shards / "s3d-1-of-2.h5")]
-    assert merge(str(out), inputs) == 4
+    assert merge_h5(str(out), inputs) == 4
     with load(str(out)) as merged, load(str(made["outs"]["save_h5", "mirror"])) as one:
         assert_features_equal(merged, {n: one[n] for n in one})
         for name in one:

@@ -2,6 +2,7 @@
 SIGTERM; progress lines in logs; output places independent of the working directory; no code
 runs from an output folder."""
 import hashlib
+import io
 import json
 import logging
 import os
@@ -22,8 +23,14 @@ from utils.errors import InputError
 from utils.outputs.naming import output_files, output_names
 from utils.records.provenance import FEATURE_OPTIONS, differences, folder_runs
 from utils.records.run_report import RunReport
-from utils.outputs.serialization import UnsafePickle, safe_pickle_loads, write_outputs
+from utils.outputs.safe_pickle import UnsafePickleError
+from utils.outputs.serialization import safe_pickle_load, write_outputs
 from videos import synth
+
+
+def safe_pickle_loads(data: bytes) -> object:
+    """The output reader's unpickling of ``data`` (``serialization.safe_pickle_load``)."""
+    return safe_pickle_load(io.BytesIO(data))
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +186,7 @@ def test_a_crafted_pickle_runs_no_code_and_the_video_is_redone(clips, random_che
     pwned = tmp_path / "pwned"
     with open(files["fps"], "wb") as f:
         pickle.dump(_Evil(str(pwned)), f)
-    with pytest.raises(UnsafePickle):  # the reader itself refuses it
+    with pytest.raises(UnsafePickleError):  # the reader itself refuses it
         safe_pickle_loads(open(files["fps"], "rb").read())
     proc = run_cli(cli_args(random_checkpoint, str(out), on_extraction="save_pickle",
                             video_paths=[clips["a"]]), cwd=str(tmp_path))
@@ -199,7 +206,7 @@ def test_safe_unpickler_reads_what_we_and_numpy_write():
         for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
             np.testing.assert_array_equal(safe_pickle_loads(pickle.dumps(value, protocol)), value)
     for bad in ([1, 2], {"a": 1}, np.array(["x", None], dtype=object), "text"):
-        with pytest.raises(UnsafePickle):
+        with pytest.raises(UnsafePickleError):
             safe_pickle_loads(pickle.dumps(bad))
 
 

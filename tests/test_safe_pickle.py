@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from utils.outputs.safe_pickle import UnsafePickleError, load_npy, restricted_load
+from utils.outputs.safe_pickle import UnsafePickleError, load_npy, read_npy_header, restricted_load
 
 VALUES = [
     np.zeros((3, 1024), np.float32),
@@ -68,3 +68,32 @@ def test_load_npy_refuses_code_in_an_object_array(tmp_path):
     with pytest.raises(UnsafePickleError, match="io.open"):
         load_npy(str(path))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_read_npy_header_reads_every_version(tmp_path, version):
+    """Version 3.0 headers are UTF-8 (field names beyond Latin-1): read as a 2.0 header
+    (Latin-1) their names come out garbled."""
+    names = ("x", "y") if version != (3, 0) else ("温度", "x")
+    dtype = np.dtype([(names[0], "<f4"), (names[1], "<i2")])
+    array = np.arange(3).astype(dtype)
+    path = tmp_path / "a.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, array, version=version)
+    with open(path, "rb") as f:
+        assert np.lib.format.read_magic(f) == version
+        f.seek(0)
+        assert read_npy_header(f) == ((3,), False, dtype)
+        np.testing.assert_array_equal(np.fromfile(f, dtype), array)  # left at the data
+    np.testing.assert_array_equal(load_npy(str(path)), array)
+
+
+def test_read_npy_header_refuses_an_unknown_version(tmp_path):
+    path = tmp_path / "a.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, np.zeros(2), version=(2, 0))
+    data = bytearray(path.read_bytes())
+    data[6] = 4  # major version 4
+    path.write_bytes(bytes(data))
+    with open(path, "rb") as f, pytest.raises(ValueError):
+        read_npy_header(f)

@@ -16,7 +16,7 @@ from utils.run.cli import preflight
 from utils.config import ExtractionConfig
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.inputs.paths import shard_of, shard_paths
+from utils.inputs.paths import parse_shard_name, shard_of, shard_paths, shard_suffix
 from utils.outputs.naming import output_names
 
 
@@ -162,3 +162,16 @@ def test_cuda_device_of_a_shard_falls_back_to_cpu_without_cuda(monkeypatch, capl
     with caplog.at_level(logging.WARNING):
         assert resolve_device("cuda:3") == torch.device("cpu")
     assert "device=cuda:3 but CUDA is not available" in caplog.text
+
+
+def test_shard_file_names_both_ways():
+    """``shard_suffix`` writes every shard's file name; ``parse_shard_name`` reads back
+    exactly those names and no other."""
+    assert shard_suffix(0, 1) == "-0-of-1" and shard_suffix(12, 64) == "-12-of-64"
+    for k, n in ((0, 1), (3, 8), (63, 64), (9, 10)):
+        for prefix, ext in (("manifest", ".jsonl"), ("s3d", ".h5"), (".lock", "")):
+            assert parse_shard_name(prefix + shard_suffix(k, n) + ext, prefix, ext) == (k, n)
+    for name in ("s3d-01-of-2.h5", "s3d-2-of-2.h5", "s3d-0-of-01.h5", "s3d-0-of-0.h5",
+                 "s3d--1-of-2.h5", "s3d-0-of-1.h5.tmp", "s3d_howto100m-0-of-1.h5",
+                 "xs3d-0-of-1.h5", "s3d-\u0661-of-2.h5", "s3d-0-of-1", "s3d.h5"):
+        assert parse_shard_name(name, "s3d", ".h5") is None, name

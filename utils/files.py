@@ -40,6 +40,17 @@ def fit_name(name: str, limit: int = NAME_MAX) -> str:
     return os.fsdecode(raw[:cut]) + "~" + hashlib.sha256(raw).hexdigest()[:_HASH_HEX]
 
 
+def is_utf8(name: str) -> bool:
+    """Can ``name`` be written as UTF-8 text (an HDF5 name or attribute, a JSON line)?  Not
+    when it holds an undecodable byte of a file name (``os.fsdecode`` makes it a lone
+    surrogate)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def temporary_key(path: str) -> str:
     """What ``target_of`` gives for the temporaries of ``path``: ``path`` itself, or, for a
     name too long to fit in a temporary's name, ``path`` with its name ``fit_name``-shortened."""

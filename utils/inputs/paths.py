@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from hydra.utils import to_absolute_path
@@ -126,11 +127,6 @@ def list_file_entries(file_with_video_paths: str) -> Iterator[Tuple[int, str]]:
     except OSError as e:
         raise InputError(f"file_with_video_paths: cannot read {name} "
                          f"({e.strerror or e})") from None
-
-
-def read_list_file(file_with_video_paths: str) -> List[str]:
-    """The entries of a list file, as written (see ``list_file_entries``)."""
-    return [entry for _, entry in list_file_entries(file_with_video_paths)]
 
 
 class _NoVideo(Exception):
@@ -267,3 +263,26 @@ def shard_paths(paths: List[T], shard: int, num_shards: int) -> List[T]:
     """This process's share: the inputs whose ``shard_of`` is ``shard`` (disjoint, complete,
     stable), in list order."""
     return [p for i, p in enumerate(paths) if shard_of(i, num_shards) == shard]
+
+
+_SHARD_SUFFIX = re.compile(r"-([0-9]+)-of-([0-9]+)")
+
+
+def shard_suffix(shard: int, num_shards: int) -> str:
+    """``-<k>-of-<K>``: how the name of every file of one shard says which (its manifest,
+    failure list, lock file and HDF5 file)."""
+    return f"-{shard}-of-{num_shards}"
+
+
+def parse_shard_name(name: str, prefix: str, ext: str) -> Optional[Tuple[int, int]]:
+    """``(k, K)`` when ``name`` is exactly ``prefix + shard_suffix(k, K) + ext`` for a shard
+    (0 <= k < K); None for any other name (the reverse of ``shard_suffix``)."""
+    if not (name.startswith(prefix) and name.endswith(ext)):
+        return None
+    found = _SHARD_SUFFIX.fullmatch(name, len(prefix), len(name) - len(ext))
+    if found is None:
+        return None
+    shard, num_shards = int(found[1]), int(found[2])
+    if shard >= num_shards or shard_suffix(shard, num_shards) != found[0]:
+        return None  # leading zeros: not a name this tool writes
+    return shard, num_shards

@@ -1,13 +1,15 @@
 """Outputs in files of their own: one ``.npy`` or ``.pkl`` file per key and video.
 
-The same questions as ``utils.outputs.h5_store.H5Store`` (where does a video go, is it done, write
-it, close), so ``utils.run.batch_run`` treats every saving sink alike.
+A ``utils.outputs.store.Store``, like ``utils.outputs.h5_store.H5Store`` (where does a video go,
+is it done, write it, close), so ``utils.run.batch_run`` treats every saving sink alike.
 """
 import os
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from utils.config import ExtractionConfig
+from utils.networks import network
 from utils.files import find_temporaries, remove_temporaries
 from utils.outputs.naming import output_files
 from utils.outputs.resume import outputs_complete
@@ -26,6 +28,18 @@ class FileStore:
         self.features = features
         self.writable = writable
         self.temporaries = find_temporaries(root) if writable else {}
+
+    @classmethod
+    def open(cls, cfg: ExtractionConfig, root: str, run_id: str = "",
+             record: Optional[Dict[str, Any]] = None, writable: bool = True,
+             on_lost=None) -> "FileStore":
+        spec = network(cfg.feature_type)
+        return cls(root, cfg.on_extraction.value, spec.keys, spec.features, writable=writable)
+
+    @staticmethod
+    def name_clash(names: Sequence[str], keys: Sequence[str]) -> str:
+        """'': files of distinct output names never clash."""
+        return ""
 
     def outputs(self, name: str) -> Dict[str, str]:
         return output_files(self.root, name, self.sink, self.keys)

@@ -16,7 +16,9 @@ features of seeded random weights, about half the bytes, with writing a few ms p
 slower and reading faster; deflate is in every HDF5 build, unlike lzf).  Timestamps and fps
 are stored as they are.  A group is a video when it has a ``video_path``
 attribute; a video's group may also hold the groups of videos in a folder of the same name
-(mirror layout).  The file is written only by ``utils.outputs.h5_store`` (never modified in place).
+(mirror layout).  Files are written by ``utils.outputs.h5_store`` (a run's shard file, never
+modified in place) and by ``python -m utils.outputs.features pack`` / ``merge`` (a new file);
+they are read by ``utils.outputs.features``.
 """
 import json
 import os
@@ -25,6 +27,9 @@ from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequ
 import h5py
 import numpy as np
 from h5py import h5a, h5g, h5l
+
+from utils.files import is_utf8
+from utils.inputs.paths import parse_shard_name, shard_suffix
 
 FORMAT = "s3d-video-features/h5/1"
 VIDEO_ATTR = "video_path"
@@ -40,7 +45,13 @@ LIBVER = ("v110", "latest")
 
 def h5_name(feature_type: str, shard: int, num_shards: int) -> str:
     """The shard's file name: ``s3d-0-of-1.h5`` unsharded."""
-    return f"{feature_type}-{shard}-of-{num_shards}.h5"
+    return f"{feature_type}{shard_suffix(shard, num_shards)}.h5"
+
+
+def h5_shard(name: str, feature_type: str) -> Optional[Tuple[int, int]]:
+    """``(shard, num_shards)`` of a shard file's name (``h5_name``), else None: the one rule
+    of which ``.h5`` files in a network's folder are its outputs."""
+    return parse_shard_name(name, feature_type, ".h5")
 
 
 def init_file(f, feature_type: str) -> None:
@@ -84,10 +95,9 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
             del group.attrs[attr]
     else:
         group = f.create_group(name)
-    try:
-        video_path.encode("utf-8")
+    if is_utf8(video_path):
         group.attrs[VIDEO_ATTR] = video_path
-    except UnicodeEncodeError:  # a file name that is not UTF-8: its bytes, as they are
+    else:  # a file name that is not UTF-8: its bytes, as they are
         group.attrs[VIDEO_ATTR] = np.bytes_(os.fsencode(video_path))
     if run:
         group.attrs[RUN_ATTR] = run

@@ -23,7 +23,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import struct
@@ -33,8 +32,10 @@ import h5py
 import numpy as np
 
 from utils.outputs import h5_format
+from utils.config import ExtractionConfig
+from utils.networks import network
 from utils.errors import InputError, one_line
-from utils.files import atomic_path, find_temporaries, open_regular, remove_temporaries
+from utils.files import atomic_path, find_temporaries, is_utf8, open_regular, remove_temporaries
 from utils.outputs.resume import arrays_complete
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 _MAGIC = b"S3DJ"
 _FRAME = struct.Struct("<4sQ")  # magic, payload length; then the payload, then its SHA-256
 _DIGEST = 32
+_JOURNAL = ".journal"  # .<file>.h5.journal
 _HEADER = struct.Struct("<I")  # JSON length, then the JSON, then the arrays' bytes
 # fold the journal into the file when it is this large and at least as large as the file
 MIN_CHECKPOINT_BYTES = 256 * 2**20
@@ -49,7 +51,7 @@ MIN_CHECKPOINT_BYTES = 256 * 2**20
 
 def journal_path(h5_path: str) -> str:
     folder, name = os.path.split(h5_path)
-    return os.path.join(folder, f".{name}.journal")
+    return os.path.join(folder, f".{name}{_JOURNAL}")
 
 
 def _encode(header: Dict[str, Any], arrays: Sequence[Tuple[str, np.ndarray]] = ()) -> bytes:
@@ -190,22 +192,19 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def _shard_files(root: str, feature_type: str) -> List[str]:
-    """Every shard file of ``root`` (``<feature_type>-<k>-of-<K>.h5``), and the file of every
-    shard journal whose file does not exist yet, sorted."""
-    pattern = re.compile(rf"^\.?({re.escape(feature_type)}-\d+-of-\d+\.h5)(\.journal)?$")
-    found = set()
+def _shard_files(root: str, feature_type: str) -> Dict[str, int]:
+    """Every shard file of ``root`` (``h5_format.h5_shard``), and the file of every shard
+    journal whose file does not exist yet, sorted: path -> its num_shards."""
+    found = {}
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(root):
-            match = pattern.match(entry.name)
-            if (match and entry.name.startswith(".") == bool(match[2])
-                    and entry.is_file(follow_symlinks=False)):  # never a link or a FIFO
-                found.add(os.path.join(root, match[1]))
-    return sorted(found)
-
-
-def _num_shards_of(path: str) -> int:
-    return int(os.path.basename(path)[:-len(".h5")].rsplit("-of-", 1)[1])
+            name = entry.name
+            if name.startswith(".") and name.endswith(_JOURNAL):
+                name = name[1:-len(_JOURNAL)]
+            shard = h5_format.h5_shard(name, feature_type)
+            if shard and entry.is_file(follow_symlinks=False):  # never a link or a FIFO
+                found[os.path.join(root, name)] = shard[1]
+    return dict(sorted(found.items()))
 
 
 class H5Store:
@@ -247,8 +246,8 @@ class H5Store:
         if writable:
             temporaries = find_temporaries(root)
             # ours, and those of runs with another num_shards: none is alive (the lock)
-            for path in [self.path] + [p for p in _shard_files(root, feature_type)
-                                       if _num_shards_of(p) != num_shards]:
+            for path in [self.path] + [p for p, k in _shard_files(root, feature_type).items()
+                                       if k != num_shards]:
                 remove_temporaries([path], temporaries)  # a killed checkpoint's copy
                 if os.path.lexists(journal_path(path)):
                     self._fold_at_start(path)
@@ -260,6 +259,25 @@ class H5Store:
             self.close()
             raise
         self._readers = [r for r in self._readers if r is not None]
+
+    @classmethod
+    def open(cls, cfg: ExtractionConfig, root: str, run_id: str = "",
+             record: Optional[Dict[str, Any]] = None, writable: bool = True,
+             on_lost: Optional[Lost] = None) -> "H5Store":
+        spec = network(cfg.feature_type)
+        return cls(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
+                   run_id, record or {}, writable=writable, on_lost=on_lost)
+
+    @staticmethod
+    def name_clash(names: Sequence[str], keys: Sequence[str]) -> str:
+        """Why one file cannot hold these videos ('' when it can): a video's group would pass
+        through a dataset of another (``h5_format.name_clash``)."""
+        clash = h5_format.name_clash(names, keys)
+        if not clash:
+            return ""
+        return (f"output name clash in the HDF5 layout: the group of '{clash[1]}' would pass "
+                f"through a dataset of '{clash[0]}'; rename one of them or use "
+                "output_layout=flat")
 
     def _fold_at_start(self, path: str) -> None:
         try:
@@ -294,9 +312,7 @@ class H5Store:
         """Why the video cannot be stored in the shard's file ('' when it can): its name is
         not UTF-8 text, or its group would pass through a dataset already there, or over a
         folder of other videos named like one of its keys (see ``h5_format.name_clash``)."""
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
+        if not is_utf8(name):
             return (f"its output name {ascii(name)} is not valid UTF-8, and HDF5 names are "
                     "UTF-8 text; rename the file, or use save_numpy")
         reader = self._readers[0] if self._readers and self._readers[0].filename == self.path \
@@ -321,9 +337,7 @@ class H5Store:
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
         """``(Tv, seconds)`` when a shard file of the folder (as of its last checkpoint),
         this shard's first, holds the video whole."""
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
+        if not is_utf8(name):
             return None
         for reader in self._readers:
             group = h5_format.video_group(reader, name)

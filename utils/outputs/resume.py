@@ -6,7 +6,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.outputs.serialization import UnsafePickle, load_output
+from utils.outputs.safe_pickle import UnsafePickleError
+from utils.outputs.serialization import load_output
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def outputs_complete(files: Dict[str, str],
     try:
         arrays = {key: load_output(path, mmap=True) for key, path in files.items()}
         return arrays_complete(arrays, features)
-    except UnsafePickle as e:
+    except UnsafePickleError as e:
         log.warning("%s: %s; treated as damaged, the video is extracted again",
                     next(iter(files.values())), e)
         return None

@@ -13,11 +13,18 @@ is imported.
   ``allow_pickle=False``, and only an object array (``dtype('O')``, e.g. a list of words saved
   by ``np.save``, which stores its elements as a pickle after the header) goes through
   ``restricted_load``.
+* ``read_npy_header(file)``: the shape, order and dtype a ``.npy`` file announces (versions
+  1.0, 2.0 and 3.0), read without its data.
 """
 import pickle
 from typing import Any, BinaryIO, Dict, Tuple
 
 import numpy as np
+
+try:  # numpy 2 moved numpy.lib.format's code (its private header reader too) to _format_impl
+    from numpy.lib import _format_impl as _npy_format
+except ImportError:
+    from numpy.lib import format as _npy_format  # type: ignore[no-redef]
 
 _core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
 
@@ -55,11 +62,11 @@ ALLOWED = _allowed()
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle names something that is not one of numpy's array-building names."""
+    """A pickle refused: it names something that is not one of numpy's array-building names
+    (``module`` and ``name`` say what), or holds a value its reader does not take."""
 
-    def __init__(self, module: str, name: str):
-        super().__init__(f"it holds {module}.{name}, which is not a numpy array or string "
-                         "and could run code")
+    def __init__(self, message: str, module: str = "", name: str = ""):
+        super().__init__(message)
         self.module = module
         self.name = name
 
@@ -69,13 +76,23 @@ class _Unpickler(pickle.Unpickler):
         try:
             return ALLOWED[(module, name)]
         except KeyError:
-            raise UnsafePickleError(module, name) from None
+            raise UnsafePickleError(f"it holds {module}.{name}, which is not a numpy array or "
+                                    "string and could run code", module, name) from None
 
 
 def restricted_load(file: BinaryIO) -> Any:
     """The object pickled in ``file``, if it is made of numpy arrays, dtypes, numpy scalars
     and plain Python values only; raises ``UnsafePickleError`` otherwise (nothing is run)."""
     return _Unpickler(file).load()
+
+
+def read_npy_header(f: BinaryIO) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` file ``f`` (at its
+    start; left at the array's data).  Versions 1.0 and 2.0 (Latin-1 text), and 3.0 (UTF-8:
+    field names beyond Latin-1); ``ValueError`` for anything else."""
+    version = np.lib.format.read_magic(f)
+    shape, fortran, dtype = _npy_format._read_array_header(f, version)
+    return tuple(shape), fortran, np.dtype(dtype)
 
 
 def load_npy(path: str) -> np.ndarray:
@@ -85,14 +102,7 @@ def load_npy(path: str) -> np.ndarray:
     an object array whose pickle names anything else, ``OSError`` when it cannot be read.
     """
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:  # 3.0 (UTF-8 field names) is rare: numpy reads it, pickle-free
-            f.seek(0)
-            return np.load(f, allow_pickle=False)
+        shape, _, dtype = read_npy_header(f)
         if not dtype.hasobject:  # the same open file: read once
             f.seek(0)
             return np.load(f, allow_pickle=False)

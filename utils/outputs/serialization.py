@@ -5,7 +5,6 @@ through ``utils.outputs.safe_pickle`` (numpy's array-building names only), then 
 number; every other global is refused (a crafted pickle in a shared output folder could otherwise run a shell
 command on the next rerun).
 """
-import io
 import pickle
 from typing import Dict
 
@@ -14,29 +13,24 @@ import numpy as np
 from utils.files import atomic_write_all
 from utils.outputs.safe_pickle import UnsafePickleError, restricted_load
 
-class UnsafePickle(pickle.UnpicklingError):
-    """An output pickle that holds something other than a numpy array or a number."""
-
 
 def safe_pickle_load(f) -> object:
     """A numpy array, numpy scalar or plain number from a pickle stream (through
-    ``utils.outputs.safe_pickle.restricted_load``: nothing in the file runs), or ``UnsafePickle``."""
+    ``utils.outputs.safe_pickle.restricted_load``: nothing in the file runs), or
+    ``UnsafePickleError``."""
     try:
         value = restricted_load(f)
     except UnsafePickleError as e:
-        raise UnsafePickle(f"refused to load {e.module}.{e.name}: only numpy arrays and "
-                           "numbers are read from pickles") from None
+        raise UnsafePickleError(f"refused to load {e.module}.{e.name}: only numpy arrays and "
+                                "numbers are read from pickles", e.module, e.name) from None
     if isinstance(value, (np.ndarray, np.generic)):
         if value.dtype.hasobject:
-            raise UnsafePickle("refused an array of Python objects")
+            raise UnsafePickleError("refused an array of Python objects")
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    raise UnsafePickle(f"expected a numpy array or a number, found a {type(value).__name__}")
-
-
-def safe_pickle_loads(data: bytes) -> object:
-    return safe_pickle_load(io.BytesIO(data))
+    raise UnsafePickleError(f"expected a numpy array or a number, found a "
+                            f"{type(value).__name__}")
 
 
 def _dump(value: np.ndarray, f, ext: str) -> None:

@@ -4,7 +4,7 @@ import json
 import logging
 from typing import Dict, Iterable, Iterator
 
-from utils.files import open_regular
+from utils.files import is_utf8, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -12,11 +12,7 @@ log = logging.getLogger(__name__)
 def dumps(record: Dict) -> str:
     """One record as one line (no newline); file names that are not UTF-8 are \\u-escaped."""
     line = json.dumps(record, ensure_ascii=False)
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        line = json.dumps(record)
-    return line
+    return line if is_utf8(line) else json.dumps(record)
 
 
 def encode(records: Iterable[Dict]) -> bytes:

@@ -31,6 +31,7 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 from utils.errors import InputError
+from utils.inputs.paths import parse_shard_name, shard_suffix
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,10 @@ LOCK_FOLDER = "runs"  # beside the run records (not among the outputs)
 WAIT_STEP_S = 1.0  # with lock_wait_s, how often the lock is tried again
 ADMISSION_WAIT_S = 30.0  # admission is held for microseconds; only a stopped process holds it longer
 _GROUP = re.compile(r"^\.lock-of-([1-9][0-9]*)$")
-_SHARD = re.compile(r"^\.lock-([0-9]+)-of-([1-9][0-9]*)$")
 
 
 def lock_path(root: str, shard: int, num_shards: int) -> str:
-    return os.path.join(root, LOCK_FOLDER, f".lock-{shard}-of-{num_shards}")
+    return os.path.join(root, LOCK_FOLDER, ".lock" + shard_suffix(shard, num_shards))
 
 
 def group_lock_path(root: str, num_shards: int) -> str:
@@ -203,11 +203,11 @@ def _other_sharding(root: str, num_shards: int) -> Optional[Tuple[str, object, o
             continue
         other = int(m[1])
         for shard_name in names:
-            s = _SHARD.match(shard_name)
-            if s and int(s[2]) == other:
+            s = parse_shard_name(shard_name, ".lock", "")
+            if s and s[1] == other:
                 who = _held(os.path.join(folder, shard_name), fcntl.LOCK_SH)
                 if who:
-                    return who, int(s[1]), other
+                    return who, s[0], other
         return "pid unknown", "?", other
     return None
 

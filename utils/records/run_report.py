@@ -12,26 +12,33 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from utils.records import jsonl
 from utils.console import printable_path
 from utils.files import write_bytes
+from utils.inputs.paths import parse_shard_name, shard_suffix
 
 log = logging.getLogger(__name__)
 
 FAILED_EVERY_S = 5.0  # failed.jsonl is rewritten at most this often during a run
+# the manifests' names as utils.records.manifests matches them (manifest_shard is the rule)
 MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
 
 
 def manifest_name(shard: int, num_shards: int) -> str:
     """Every run writes one manifest per shard (``manifest-0-of-1.jsonl`` unsharded)."""
-    return f"manifest-{shard}-of-{num_shards}.jsonl"
+    return f"manifest{shard_suffix(shard, num_shards)}.jsonl"
+
+
+def manifest_shard(name: str) -> Optional[Tuple[int, int]]:
+    """``(shard, num_shards)`` of a manifest's file name (``manifest_name``), else None."""
+    return parse_shard_name(name, "manifest", ".jsonl")
 
 
 def failed_name(shard: int, num_shards: int) -> str:
     """``failed.jsonl`` unsharded, ``failed-<shard>-of-<num_shards>.jsonl`` per shard."""
-    return "failed.jsonl" if num_shards == 1 else f"failed-{shard}-of-{num_shards}.jsonl"
+    return "failed.jsonl" if num_shards == 1 else f"failed{shard_suffix(shard, num_shards)}.jsonl"
 
 
 class RunReport:

@@ -20,11 +20,9 @@ from utils.config import ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.networks import network
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
-from utils.outputs.file_store import FileStore
-from utils.outputs import h5_format
-from utils.outputs.h5_store import H5Store
 from utils.inputs.paths import collect_paths, shard_paths
 from utils.outputs.naming import output_names, output_root
+from utils.outputs.store import STORES, Store
 from utils.records.lock import shard_lock
 from utils.records.manifests import latest_records
 from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
@@ -114,12 +112,10 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     # named on the whole list, so every shard agrees
     spec = network(cfg.feature_type)
     names = output_names(paths, spec.keys, cfg.output_layout.value, cfg.input_root)
-    if cfg.on_extraction.value == "save_h5":
-        clash = h5_format.name_clash(names, spec.keys)
-        if clash:
-            raise InputError(f"output name clash in the HDF5 layout: the group of '{clash[1]}' "
-                             f"would pass through a dataset of '{clash[0]}'; rename one of "
-                             "them or use output_layout=flat")
+    store_type = STORES.get(cfg.on_extraction.value)  # None: printed
+    clash = store_type.name_clash(names, spec.keys) if store_type else ""
+    if clash:
+        raise InputError(clash)
     mine = shard_paths(list(zip(paths, names)), cfg.shard, cfg.num_shards)
     if not paths:
         log.warning("the list of videos is empty: nothing to do")
@@ -148,14 +144,10 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
 
 
 def _open_store(cfg: ExtractionConfig, root: str, run_id: str = "", record=None,
-                writable: bool = True, on_lost=None):
-    """Where this run's outputs go: a file per key and video, or the shard's HDF5 file."""
-    spec = network(cfg.feature_type)
-    sink = cfg.on_extraction.value
-    if sink == "save_h5":
-        return H5Store(root, spec.name, cfg.shard, cfg.num_shards, spec.keys, spec.features,
-                       run_id, record or {}, writable=writable, on_lost=on_lost)
-    return FileStore(root, sink, spec.keys, spec.features, writable=writable)
+                writable: bool = True, on_lost=None) -> Store:
+    """Where this run's outputs go: the store of its ``on_extraction`` (``STORES``)."""
+    return STORES[cfg.on_extraction.value].open(cfg, root, run_id, record or {},
+                                                writable=writable, on_lost=on_lost)
 
 
 def _lost_to(report: RunReport):

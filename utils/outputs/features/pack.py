@@ -1,0 +1,138 @@
+"""``pack`` (a folder of ``.npy`` / ``.pkl`` outputs -> one ``.h5``) and ``merge_h5`` (shard
+files -> one ``.h5``): the layout of ``utils.outputs.h5_format``, written whole or not at all,
+and refused before anything is written when a video cannot be stored."""
+import logging
+import os
+from typing import Optional, Sequence, Tuple
+
+import h5py
+
+from utils.config import FEATURE_TYPES
+from utils.errors import one_line
+from utils.files import atomic_path, is_utf8
+from utils.outputs import h5_format
+from utils.outputs.features.names import ALL_KEYS, OutputError, as_utf8, regular_file
+from utils.outputs.features.read import FileFeatures, H5Features, load
+from utils.outputs.resume import outputs_complete
+
+log = logging.getLogger(__name__)
+
+
+def _check_out(out: str, force: bool) -> None:
+    if os.path.isdir(out):
+        raise OutputError(f"{out} is a folder; expected the path of the .h5 file to write")
+    if os.path.lexists(out) and not force:
+        raise OutputError(f"{out} exists; --force replaces it")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise OutputError(f"{folder}: no such folder (for {out})")
+
+
+def write_h5(out: str, fill) -> None:
+    """Write ``out`` whole or not at all: ``fill(f)`` fills a new file under a temporary name
+    beside ``out``, which is fsynced and renamed over ``out``; on any error (or Ctrl-C) the
+    temporary is removed and ``out`` is left as it was."""
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w-", libver=h5_format.LIBVER) as f:
+            fill(f)
+
+
+def _clash_message(source: str, clash: Tuple[str, str], keys: Sequence[str]) -> str:
+    video, other = clash
+    key = other[len(video) + 1:].split("/")[0]
+    return (f"{as_utf8(source)}: videos '{as_utf8(video)}' and '{as_utf8(other)}' cannot "
+            f"both be stored in one .h5 file: '{as_utf8(video)}/{key}' is the {key} dataset of the "
+            f"first, where the second's group would go; rename one of them (nothing was "
+            f"written)")
+
+
+def _write_video(f, name: str, arrays, video_path: str, run: Optional[str], where: str) -> None:
+    """``h5_format.write_video``, its refusals (a name the layout or HDF5 cannot hold) as an
+    ``OutputError`` naming the video and where it comes from."""
+    try:
+        h5_format.write_video(f, name, arrays, video_path, run)
+    except UnicodeEncodeError:
+        raise OutputError(f"{as_utf8(where)}: video '{as_utf8(name)}' cannot be stored: "
+                          "its name is not UTF-8 text, and HDF5 stores names as UTF-8 (nothing "
+                          "was written)") from None
+    except ValueError as e:
+        raise OutputError(f"{as_utf8(where)}: {as_utf8(one_line(e))} (nothing was "
+                          "written)") from None  # it names the video
+
+
+def pack(folder: str, out: str, force: bool = False, format: Optional[str] = None
+         ) -> Tuple[int, int]:
+    """A folder of ``.npy`` (or ``.pkl``) outputs -> one ``.h5`` file of ``utils.outputs.h5_format``'s
+    layout (``video_path`` and ``run`` from the folder's manifests when they name the video,
+    the run records from ``runs/``).  An incomplete set (``utils.outputs.resume.outputs_complete``)
+    is left out with a warning.  Returns (videos packed, sets left out)."""
+    if format == "h5":
+        raise OutputError("pack reads .npy or .pkl outputs; .h5 files are combined by merge")
+    features = load(folder, format=format)
+    if features.format == "h5":
+        features.close()
+        raise OutputError(f"{features.source} holds .h5 files; combine them with merge")
+    assert isinstance(features, FileFeatures)
+    _check_out(out, force)
+    spec = FEATURE_TYPES[features.feature_type or ""]
+    for name in features:
+        if not is_utf8(name):
+            raise OutputError(f"{as_utf8(features.files(name)[spec.keys[0]])}: the video's "
+                              "name is not UTF-8 text (an undecodable byte in the file name), "
+                              "and HDF5 stores names as UTF-8; rename its files, then pack "
+                              "again (nothing was written)")
+    clash = h5_format.name_clash(list(features), spec.keys)
+    if clash is not None:
+        raise OutputError(_clash_message(features.source, clash, spec.keys))
+    counts = [0, 0]
+
+    def fill(f):
+        h5_format.init_file(f, spec.name)
+        h5_format.add_runs(f, features.runs())
+        for name in sorted(list(features) + features.incomplete):
+            files = features.files(name, incomplete=True)
+            if outputs_complete(files, spec.features) is None:
+                log.warning("%s: incomplete or unreadable output set (%s), not packed",
+                            name, ", ".join(sorted(files.values())))
+                counts[1] += 1
+                continue
+            _write_video(f, name, features.read(name), features.video_path(name) or "",
+                         features.run(name), as_utf8(files[spec.keys[0]]))
+            counts[0] += 1
+
+    write_h5(out, fill)
+    return counts[0], counts[1]
+
+
+def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
+    """Shard files -> one ``.h5`` (a video in two inputs is an ``OutputError`` naming both;
+    the run records of all are kept).  Returns the number of videos."""
+    for i, path in enumerate(inputs):
+        if not regular_file(path):
+            raise OutputError(f"{path}: no such file (or not a regular file)")
+        for other in inputs[:i]:
+            if os.path.samefile(path, other):
+                raise OutputError(f"{path} is given twice ({other})")
+    _check_out(out, force)
+    with H5Features(list(inputs), ", ".join(inputs)) as features:
+        for name in features:
+            if not is_utf8(name):
+                raise OutputError(f"{as_utf8(features.file_of(name))}: video "
+                                  f"'{as_utf8(name)}' has a name that is not UTF-8 text; it "
+                                  "cannot be stored by this tool (nothing was written)")
+        keys = FEATURE_TYPES[features.feature_type].keys \
+            if features.feature_type in FEATURE_TYPES else ALL_KEYS
+        clash = h5_format.name_clash(sorted(features), keys)
+        if clash is not None:
+            raise OutputError(_clash_message(
+                f"{features.file_of(clash[0])}, {features.file_of(clash[1])}", clash, keys))
+
+        def fill(f):
+            h5_format.init_file(f, features.feature_type or "")
+            h5_format.add_runs(f, features.runs())
+            for name in sorted(features):
+                _write_video(f, name, features.read(name), features.video_path(name) or "",
+                             features.run(name), features.file_of(name))
+
+        write_h5(out, fill)
+        return len(features)
