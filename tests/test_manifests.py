@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from conftest import REPO
-from utils.records.manifests import main, merge
+from utils.records.manifests import main, merge_manifests
 from utils.outputs.naming import output_files
 from utils.outputs.serialization import write_outputs
 
@@ -54,7 +54,7 @@ def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog
         {"path": "/v/d.mp4", "status": "failed", "stage": "decode", "message": "bad packet"},
         '{"path": "/v/f.mp4", "stat',  # a line cut short by a kill
     ])
-    summary = merge(str(tmp_path / "out"))
+    summary = merge_manifests(str(tmp_path / "out"))
     assert (summary.done, summary.skipped, summary.failed) == (2, 1, 2)
     assert summary.stacks == 9
     assert abs(summary.seconds - (3 * 2.56 + 10.24 + 5.12)) < 1e-6
@@ -86,7 +86,7 @@ def test_merge_reports_missing_shards_and_unreported_inputs(tmp_path, capsys, mo
     # an older run with 2 shards reported v1 as failed: the newer run's records win
     write_manifest(s3d, 0, 2, [{"path": videos[1], "status": "failed", "stage": "decode",
                                 "message": "old"}], age=3600)
-    summary = merge(str(tmp_path / "out"), "list.txt")
+    summary = merge_manifests(str(tmp_path / "out"), "list.txt")
     assert summary.num_shards == 4 and summary.missing_shards == [1, 3]
     assert summary.other_num_shards == [2]
     assert summary.unreported == [videos[3], videos[5]]  # v1 was reported (failed) by the old run

@@ -41,7 +41,7 @@ FEATURE_DIM = 1024
 EMBEDDING_DIM = 512
 BN_EPS = 1e-5
 SPEC = FEATURE_TYPES["s3d_howto100m"]
-MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_network.py finds it by test
+MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_port.py checks it passes every pool
 
 
 class Unit(nn.Sequential):

@@ -128,7 +128,7 @@ def latest_records(folder: str, manifests: Optional[List[Manifest]] = None,
     return records
 
 
-def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
+def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
     folder = manifest_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
     summary.records = latest_records(folder, summary.manifests)
@@ -174,7 +174,7 @@ def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
     summary.unreported_shards = sorted({shard_of(index[p], k) for p in summary.unreported})
 
 
-def format_summary(s: Summary, max_listed: int = 50) -> str:
+def format_manifest_summary(s: Summary, max_listed: int = 50) -> str:
     lines = []
     k = s.num_shards
     text = f"{s.folder}: {k - len(s.missing_shards)} of {k} shard manifests (num_shards={k})"
@@ -246,7 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
 
     try:
-        summary = merge(args.output_path, args.file_with_video_paths)
+        summary = merge_manifests(args.output_path, args.file_with_video_paths)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -255,7 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "(manifests are written with on_extraction=save_numpy, save_pickle or save_h5)",
               file=sys.stderr)
         return 2
-    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_summary(summary))
+    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_manifest_summary(summary))
     return 0 if summary.complete else 1
 
 
