@@ -19,7 +19,8 @@ from utils.errors import InputError, WeightsError, one_line
 from utils.run.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 log = logging.getLogger("s3d")
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 CONFIG_NAME = "config"
 HELP_FLAGS = ("--help", "-h")
 
