@@ -384,6 +384,20 @@ def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
         assert merged.runs() == load(str(shards)).runs()
 
 
+def test_an_h5_run_record_of_the_wrong_shape_is_left_out_with_a_warning(made, tmp_path, caplog):
+    """A ``run:<id>`` attribute that is JSON but no run record (here: no ``features``) is
+    skipped with a warning naming the file and the attribute; the others are read."""
+    path = tmp_path / "s3d-0-of-1.h5"
+    shutil.copy(made["outs"]["save_h5", "flat"] / "s3d" / "s3d-0-of-1.h5", path)
+    with load(str(path)) as features:
+        good = features.runs()
+    with h5py.File(path, "r+") as f:
+        f.attrs["run:bogus"] = '{"format": 1, "run": "bogus"}'
+    with caplog.at_level(logging.WARNING), load(str(path)) as features:
+        assert features.runs() == good and len(good) == 1
+    assert f"{path}: run:bogus: not a run record (no features), ignored" in caplog.text
+
+
 def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path, capsys,
                                                                    monkeypatch, restore_logging):
     shards = made["outs"]["shards", "flat"] / "s3d"

@@ -39,11 +39,9 @@ from utils.console import setup_logging
 from utils.errors import WeightsError, one_line
 from utils.outputs.features import Features, load, locate
 from utils.records.manifests import find_manifests, latest_records
+from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
-
-SEARCHABLE = ("done", "skipped")  # manifest statuses whose outputs are complete
-
 
 def feature_folder(output_path: str) -> str:
     """``<output_path>/s3d_howto100m`` if there is one, else ``output_path`` itself."""
@@ -95,13 +93,12 @@ class _Outputs:
                 found.close()
 
 
-def _video(outputs: _Outputs, record: dict) -> Video:
-    named = record.get("outputs")
-    if not isinstance(named, dict) or EMBEDDING_KEY not in named \
-            or "timestamps_ms" not in named:
+def _video(outputs: _Outputs, record: ManifestRecord) -> Video:
+    named = record.outputs
+    if named is None or EMBEDDING_KEY not in named or "timestamps_ms" not in named:
         raise ValueError(f"its manifest record names no {EMBEDDING_KEY} and timestamps_ms "
                          f"files (not an {FEATURE_TYPE} output?)")
-    location = str(named[EMBEDDING_KEY])
+    location = named[EMBEDDING_KEY]
     found = locate(outputs.folder, location)  # relative: to the manifest's folder
     if found is None:
         raise ValueError(f"{location} is not an output in {outputs.folder}")
@@ -115,7 +112,7 @@ def _video(outputs: _Outputs, record: dict) -> Video:
             or stamps.shape != (embedding.shape[0], 2):
         raise ValueError(f"{EMBEDDING_KEY} {embedding.shape} and timestamps_ms {stamps.shape} "
                          f"do not fit (expected Tv x {EMBEDDING_DIM} and Tv x 2)")
-    return Video(record["path"], embedding, stamps)
+    return Video(record.path, embedding, stamps)
 
 
 def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator[Video]:
@@ -124,7 +121,7 @@ def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator
     outputs = _Outputs(folder)
     try:
         for path, record in latest_records(folder).items():
-            if record.get("status") not in SEARCHABLE:
+            if not record.made:  # failed: no complete outputs
                 continue
             try:
                 yield _video(outputs, record)

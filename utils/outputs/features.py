@@ -58,7 +58,7 @@ from utils.files import atomic_path, target_of
 from utils.outputs.h5_store import count_journal, journal_path, read_journal
 from utils.records.manifests import latest_records
 from utils.outputs.naming import EXTENSIONS
-from utils.records.provenance import RUNS_FOLDER, folder_runs
+from utils.records.provenance import RUNS_FOLDER, checked_runs, folder_runs, read_runs
 from utils.outputs.resume import outputs_complete
 from utils.records.run_report import MANIFEST_RE
 
@@ -223,13 +223,12 @@ class FileFeatures(Features):
         if self._manifest is None:
             self._manifest = {}
             for record in latest_records(self.source).values():
-                outputs = record.get("outputs")
-                if record.get("status") not in ("done", "skipped") or not isinstance(outputs, dict):
+                if not record.made or record.outputs is None:
                     continue
-                for location in outputs.values():
-                    found = locate(self.source, str(location))
+                for location in record.outputs.values():
+                    found = locate(self.source, location)
                     if found and found[0] == self.format:
-                        self._manifest[found[1]] = (record["path"], record.get("run"))
+                        self._manifest[found[1]] = (record.path, record.run)
                         break
         return self._manifest
 
@@ -240,7 +239,7 @@ class FileFeatures(Features):
         return self._records().get(name, (None, None))[1]
 
     def runs(self):
-        return folder_runs(self.source)
+        return folder_runs(self.source)  # as JSON objects: the API's form
 
 
 class H5Features(Features):
@@ -359,7 +358,8 @@ class H5Features(Features):
         found: Dict[str, Dict[str, Any]] = {}
         for i in range(len(self.paths)):
             try:
-                found.update(h5_format.runs(self._file(i)))
+                checked = checked_runs(h5_format.runs(self._file(i)), self.paths[i])
+                found.update((run_id, r.to_json()) for run_id, r in checked.items())
             except OutputError:
                 raise
             except Exception as e:  # noqa: BLE001 - a damaged record: OSError, JSON errors...
@@ -480,7 +480,7 @@ def _feature_type_of(folder: str, found: Sequence[str]) -> Optional[str]:
     base = os.path.basename(os.path.normpath(folder))
     if base in FEATURE_TYPES:
         return base
-    types = {r.get("features", {}).get("feature_type") for r in folder_runs(folder).values()}
+    types = {r.features.get("feature_type") for r in read_runs(folder).values()}
     types &= set(FEATURE_TYPES)
     if len(types) == 1:
         return types.pop()

@@ -25,8 +25,9 @@ from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.inputs.paths import collect_paths, shard_of
 from utils.records.jsonl import read_records
-from utils.records.provenance import FEATURE_OPTIONS, folder_runs, option_sets
+from utils.records.provenance import FEATURE_OPTIONS, option_sets, read_runs
 from utils.records.run_report import MANIFEST_RE
+from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Manifest:
 class Summary:
     folder: str
     manifests: List[Manifest] = field(default_factory=list)
-    records: Dict[str, dict] = field(default_factory=dict)  # input path -> its latest record
+    records: Dict[str, ManifestRecord] = field(default_factory=dict)  # path -> latest record
     done: int = 0
     skipped: int = 0
     stacks: int = 0
@@ -113,16 +114,17 @@ def find_manifests(folder: str) -> List[Manifest]:
 
 
 def latest_records(folder: str, manifests: Optional[List[Manifest]] = None,
-                   per_manifest: Optional[Dict[str, Dict[str, dict]]] = None) -> Dict[str, dict]:
+                   per_manifest: Optional[Dict[str, Dict[str, ManifestRecord]]] = None
+                   ) -> Dict[str, ManifestRecord]:
     """Input path -> its latest record over every manifest of the folder.  ``per_manifest``:
     filled with each manifest's own latest records (by its path), read in the same pass."""
-    records: Dict[str, dict] = {}
+    records: Dict[str, ManifestRecord] = {}
     for manifest in manifests if manifests is not None else find_manifests(folder):
-        own: Dict[str, dict] = {}
+        own: Dict[str, ManifestRecord] = {}
         for record in read_records(manifest.path):
             for latest in (records, own):
-                latest.pop(record["path"], None)  # the latest last
-                latest[record["path"]] = record
+                latest.pop(record.path, None)  # the latest last
+                latest[record.path] = record
         if per_manifest is not None:
             per_manifest[manifest.path] = own
     return records
@@ -133,23 +135,23 @@ def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = Non
     summary = Summary(folder=folder, manifests=find_manifests(folder))
     summary.records = latest_records(folder, summary.manifests)
     summary.option_sets = [(features, len(videos)) for features, videos
-                           in option_sets(summary.records, folder_runs(folder))]
+                           in option_sets(summary.records, read_runs(folder))]
 
     for path, record in summary.records.items():
-        status = record["status"]
-        if status == "failed":
-            summary.failures.append({"path": path, "stage": record.get("stage", "?"),
-                                     "message": record.get("message", "")})
+        if record.status == "failed":
+            summary.failures.append({
+                "path": path, "stage": "?" if record.stage is None else record.stage,
+                "message": "" if record.message is None else record.message})
             continue
-        if status == "done":
+        if record.status == "done":
             summary.done += 1
         else:
             summary.skipped += 1
-        if "Tv" not in record:
+        if record.Tv is None:
             summary.unmeasured += 1
             continue
-        summary.stacks += int(record["Tv"])
-        summary.seconds += float(record.get("seconds", 0.0))
+        summary.stacks += record.Tv
+        summary.seconds += float(record.seconds or 0.0)
 
     if summary.manifests:
         k = summary.num_shards = summary.manifests[-1].num_shards
