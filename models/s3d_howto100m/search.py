@@ -25,7 +25,6 @@ output) or the model's files cannot be loaded.
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
@@ -36,17 +35,12 @@ from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
 from models.s3d_howto100m.network import EMBEDDING_DIM
 from models.s3d_howto100m.weights import load_text_encoder
 from utils.console import setup_logging
-from utils.errors import WeightsError, one_line
+from utils.errors import InputError, WeightsError, one_line
 from utils.outputs.features import Features, load, locate
-from utils.records.manifests import find_manifests, latest_records
+from utils.records.manifests import NoFeatureFolder, feature_folder, find_manifests, latest_records
 from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
-
-def feature_folder(output_path: str) -> str:
-    """``<output_path>/s3d_howto100m`` if there is one, else ``output_path`` itself."""
-    sub = os.path.join(output_path, FEATURE_TYPE)
-    return sub if os.path.isdir(sub) else output_path
 
 
 @dataclass
@@ -182,7 +176,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--top_k: {args.top_k} is not allowed; expected an integer >= 1")
     setup_logging(args.debug)
 
-    folder = feature_folder(args.output_path)
+    try:
+        folder = feature_folder(args.output_path)
+    except NoFeatureFolder:
+        folder = args.output_path  # no manifest there: said below
+    except InputError as e:  # several
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not find_manifests(folder):
         print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} (manifests are "
               f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy, "

@@ -53,14 +53,13 @@ import numpy as np
 
 from utils.outputs import h5_format, serialization
 from utils.config import FEATURE_TYPES
-from utils.errors import one_line
+from utils.errors import InputError, one_line
 from utils.files import atomic_path, target_of
 from utils.outputs.h5_store import count_journal, journal_path, read_journal
-from utils.records.manifests import latest_records
+from utils.records.manifests import NoFeatureFolder, feature_folder, latest_records
 from utils.outputs.naming import EXTENSIONS
 from utils.records.provenance import RUNS_FOLDER, checked_runs, folder_runs, read_runs
 from utils.outputs.resume import outputs_complete
-from utils.records.run_report import MANIFEST_RE
 
 log = logging.getLogger(__name__)
 
@@ -419,28 +418,8 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or bool(target_of(name))
 
 
-def _own_outputs(folder: str) -> bool:
-    """Does the folder hold outputs, a manifest or run records of its own?"""
-    for entry in os.scandir(folder):
-        name = entry.name
-        if _hidden(name):
-            continue
-        if name == RUNS_FOLDER or MANIFEST_RE.match(name) or name.endswith(".h5") \
-                or split_name(name):
-            return True
-    return False
-
-
-def feature_folder(path: str) -> str:
-    """``path``, or its one network folder when ``path`` is an ``output_path`` (no outputs,
-    manifest or ``runs/`` of its own, and a subfolder named after one network)."""
-    subs = [t for t in FEATURE_TYPES if os.path.isdir(os.path.join(path, t))]
-    if not subs or _own_outputs(path):
-        return path
-    if len(subs) > 1:
-        raise OutputError(f"{path} holds the outputs of {len(subs)} networks "
-                          f"({', '.join(subs)}); load one of {', '.join(os.path.join(path, s) for s in subs)}")
-    return os.path.join(path, subs[0])
+def _is_output(name: str) -> bool:
+    return name.endswith(".h5") or split_name(name) is not None
 
 
 def _scan(folder: str) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]]]:
@@ -507,7 +486,12 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
         if format not in (None, "h5"):
             raise OutputError(f"{path}: a file; only an .h5 file is read alone (format={format})")
         return H5Features([path], path)
-    folder = feature_folder(path)
+    try:
+        folder = feature_folder(path, _is_output)
+    except NoFeatureFolder:
+        folder = path  # nothing marks it: its outputs, nested ones too, are looked for below
+    except InputError as e:  # several
+        raise OutputError(str(e)) from None
     h5_files, files = _scan(folder)
     present = [fmt for fmt in FORMATS if (h5_files if fmt == "h5" else files[fmt])]
     if format is None:

@@ -7,7 +7,6 @@ then this run appends one line per video, flushed, so a killed run keeps what it
 ``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
 (atomically) when that list changes, at most every ``FAILED_EVERY_S`` and at the run's end.
 """
-import json
 import logging
 import re
 import time
