@@ -222,7 +222,7 @@ def networks_part(args, model) -> List[Dict]:
     one stack each per round, alternately, median over ``args.stacks`` rounds."""
     from models.s3d_howto100m import ExtractS3DHowTo100M
     from models.s3d_howto100m.random_weights import random_s3dg
-    from utils.config import FEATURE_TYPES
+    from utils.networks import networks
 
     howto = random_s3dg(0)
     nets = [("s3d", model, ExtractS3D(model=model, device=args.device, num_workers=0,
@@ -232,7 +232,7 @@ def networks_part(args, model) -> List[Dict]:
     gen = torch.Generator().manual_seed(1)
     rows = []
     for name, net, extractor in nets:
-        spec = FEATURE_TYPES[name]
+        spec = networks()[name]
         rows.append({"network": name, "frames": spec.stack_size, "fps": spec.extraction_fps,
                      "gflop_per_stack": network_gflop(net, spec.stack_size), "times": [],
                      "run": extractor.forward,

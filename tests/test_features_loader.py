@@ -20,7 +20,7 @@ from batch_helpers import REPO, ExtractorDouble, make_cfg
 from utils.outputs import features as features_module
 from utils.outputs import h5_format, serialization
 from utils.run.batch_run import run
-from utils.config import FEATURE_TYPES
+from utils.networks import networks
 from utils.outputs.features import OutputError, load, main, merge_h5, pack, summarize
 from utils.outputs.h5_store import H5Store, journal_path
 
@@ -35,7 +35,7 @@ class Seeded(ExtractorDouble):
     device, labels = torch.device("cpu"), []
 
     def __init__(self, feature_type="s3d"):
-        self.spec = FEATURE_TYPES[feature_type]
+        self.spec = networks()[feature_type]
         self.returned = {}
 
     def extract(self, path, with_logits=False):
@@ -274,7 +274,7 @@ def test_video_in_two_shard_files_is_an_error_naming_both(made, tmp_path):
 def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
     root = tmp_path / "s3d"
     shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
-    spec = FEATURE_TYPES["s3d"]
+    spec = networks()["s3d"]
     store = H5Store(str(root), "s3d", 0, 1, spec.keys, spec.features, "later-run", {})
     extra = Seeded().extract("/in/g.mp4")
     try:
@@ -296,7 +296,7 @@ def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, m
     from utils.outputs import h5_store
     root = tmp_path / "s3d"
     shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
-    spec = FEATURE_TYPES["s3d"]
+    spec = networks()["s3d"]
     store = H5Store(str(root), "s3d", 0, 1, spec.keys, spec.features, "later-run", {})
     big = {"s3d": np.ones((2048, 1024), np.float32), "timestamps_ms": np.zeros((2048, 2)),
            "fps": np.float64(10)}  # about 8 MB a record
@@ -336,7 +336,7 @@ def test_video_names_skip_links(made, tmp_path):
         f["c/link"] = h5py.SoftLink("/a")
         f["hard"] = f["a/b"]  # a second hard link: a second name of the same video
     with h5py.File(path, "r") as f:
-        names = list(h5_format.video_names(f, features_module.ALL_KEYS))
+        names = list(h5_format.video_names(f, features_module.registered_keys()))
         assert names == ["a", "a/b", "c/d/e", "f", "hard"]
 
 
@@ -397,6 +397,20 @@ def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
             assert merged.video_path(name) == one.video_path(name)
         assert len(merged.runs()) == 2  # both shards' runs
         assert merged.runs() == load(str(shards)).runs()
+
+
+def test_an_h5_run_record_of_the_wrong_shape_is_left_out_with_a_warning(made, tmp_path, caplog):
+    """A ``run:<id>`` attribute that is JSON but no run record (here: no ``features``) is
+    skipped with a warning naming the file and the attribute; the others are read."""
+    path = tmp_path / "s3d-0-of-1.h5"
+    shutil.copy(made["outs"]["save_h5", "flat"] / "s3d" / "s3d-0-of-1.h5", path)
+    with load(str(path)) as features:
+        good = features.runs()
+    with h5py.File(path, "r+") as f:
+        f.attrs["run:bogus"] = '{"format": 1, "run": "bogus"}'
+    with caplog.at_level(logging.WARNING), load(str(path)) as features:
+        assert features.runs() == good and len(good) == 1
+    assert f"{path}: run:bogus: not a run record (no features), ignored" in caplog.text
 
 
 def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path, capsys,
@@ -463,7 +477,7 @@ def test_pack_and_merge_refuse_names_hdf5_cannot_hold(made, tmp_path, capsys, mo
     clash = tmp_path / "clash" / "s3d"
     shutil.copytree(made["outs"]["save_numpy", "mirror"] / "s3d", clash)
     (clash / "a" / "s3d").mkdir()
-    for key in FEATURE_TYPES["s3d"].keys:
+    for key in networks()["s3d"].keys:
         shutil.copy(clash / f"f_{key}.npy", clash / "a" / "s3d" / f"y_{key}.npy")
     work = tmp_path / "work"
     work.mkdir()
@@ -482,7 +496,7 @@ def test_pack_and_merge_refuse_names_hdf5_cannot_hold(made, tmp_path, capsys, mo
     # a file name with an undecodable byte: listed and read (a surrogate in the name), not packed
     odd = tmp_path / "odd" / "s3d"
     shutil.copytree(made["outs"]["save_numpy", "flat"] / "s3d", odd)
-    for key in FEATURE_TYPES["s3d"].keys:
+    for key in networks()["s3d"].keys:
         os.rename(odd / f"a_{key}.npy", os.path.join(os.fsencode(odd), b"caf\xe9_" + key.encode()
                                                      + b".npy"))
     name = os.fsdecode(b"caf\xe9")

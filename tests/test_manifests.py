@@ -1,15 +1,18 @@
 """``python -m utils.records.manifests``: the per-shard manifests merged into one summary."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import REPO
 from models.s3d.spec import SPEC as S3D
-from utils.records.manifests import main, merge
+from utils.outputs.features import OutputError, load
+from utils.records.manifests import NoFeatureFolder, feature_folder, main, merge_manifests
 from utils.outputs.naming import output_files
 from utils.outputs.serialization import write_outputs
 
@@ -55,7 +58,7 @@ def test_merge_counts_once_per_video_and_lists_failures(tmp_path, capsys, caplog
         {"path": "/v/d.mp4", "status": "failed", "stage": "decode", "message": "bad packet"},
         '{"path": "/v/f.mp4", "stat',  # a line cut short by a kill
     ])
-    summary = merge(str(tmp_path / "out"))
+    summary = merge_manifests(str(tmp_path / "out"))
     assert (summary.done, summary.skipped, summary.failed) == (2, 1, 2)
     assert summary.stacks == 9
     assert abs(summary.seconds - (3 * 2.56 + 10.24 + 5.12)) < 1e-6
@@ -87,7 +90,7 @@ def test_merge_reports_missing_shards_and_unreported_inputs(tmp_path, capsys, mo
     # an older run with 2 shards reported v1 as failed: the newer run's records win
     write_manifest(s3d, 0, 2, [{"path": videos[1], "status": "failed", "stage": "decode",
                                 "message": "old"}], age=3600)
-    summary = merge(str(tmp_path / "out"), "list.txt")
+    summary = merge_manifests(str(tmp_path / "out"), "list.txt")
     assert summary.num_shards == 4 and summary.missing_shards == [1, 3]
     assert summary.other_num_shards == [2]
     assert summary.unreported == [videos[3], videos[5]]  # v1 was reported (failed) by the old run
@@ -129,3 +132,37 @@ def test_runs_as_a_module(tmp_path):
                            "print(sorted(m for m in ('torch', 'joblib', 'submitit') if m in sys.modules))"],
                           cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_the_feature_folder_is_found_by_what_it_holds_and_never_guessed(tmp_path, capsys):
+    """One rule for the manifests' summary, the loader and search: a folder holding manifests,
+    ``runs/`` or outputs is a feature folder; an output_path holding one is read through it,
+    whatever its name; holding two is an error naming both (no network taken first)."""
+    from models.s3d_howto100m import search as search_module
+
+    out = tmp_path / "out"
+    toy = out / "toy"  # a network utils/ has never heard of
+    toy.mkdir(parents=True)
+    files = make_outputs(str(toy), "a", 1)
+    write_manifest(toy, 0, 1, [done("/v/a.mp4", files, 1, 2.56)])
+    (out / "multirun").mkdir()  # a folder holding none of those is not one
+    assert feature_folder(str(out)) == str(toy) == feature_folder(str(toy))
+    assert main([str(out)]) == 0
+    assert "videos: 1 reported: done 1" in capsys.readouterr().out
+
+    for name in ("s3d", "s3d_howto100m"):
+        (out / name).mkdir()
+        write_manifest(out / name, 0, 1, [])
+    shutil.rmtree(toy)
+    both = (f"{out} holds the outputs of 2 networks (s3d, s3d_howto100m); choose one of "
+            f"{out / 's3d'}, {out / 's3d_howto100m'}")
+    assert main([str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {both}"
+    with pytest.raises(OutputError) as info:
+        load(str(out))
+    assert str(info.value) == both
+    assert search_module.main([str(out), "cut tomato"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {both}"
+    assert feature_folder(str(out / "s3d")) == str(out / "s3d")
+    with pytest.raises(NoFeatureFolder, match="no manifest-<shard>-of-<num_shards>.jsonl"):
+        feature_folder(str(out / "multirun"))

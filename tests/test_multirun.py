@@ -19,7 +19,7 @@ import torch
 from batch_helpers import MAIN, read_jsonl, rel_err, wait_for_state
 from conftest import REPO, SAMPLE
 from utils.run.cli import compose_config
-from utils.records.manifests import merge
+from utils.records.manifests import merge_manifests
 from utils.records.manifests import main as merge_main
 from batch_helpers import KEYS
 from videos import ffmpeg
@@ -206,7 +206,7 @@ def test_submitit_local_multirun_resumes_a_killed_shard_and_equals_one_process(
     assert (out / "multirun" / ".submitit").is_dir()  # submitit's logs and pickles, under out
 
     # 3. one summary from both manifests
-    summary = merge(str(out), clips["list"])
+    summary = merge_manifests(str(out), clips["list"])
     assert (summary.done, summary.skipped, summary.failed) == (2, 1, 0)
     assert summary.stacks == 3 and summary.complete
     assert merge_main([str(out)]) == 0

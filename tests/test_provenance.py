@@ -380,3 +380,61 @@ def test_a_newline_in_a_path_cannot_forge_a_failed_line(caplog):
     [line] = [r.getMessage() for r in caplog.records]
     assert line == "FAILED /v/x.mp4\\nFAILED /v/y.mp4: open: forged: open: no such file"
     assert len(line.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def one_run(clips, random_checkpoint, tmp_path_factory):
+    """An output folder a run made from video a (its manifest, run record and outputs)."""
+    work = tmp_path_factory.mktemp("one_run")
+    proc = run_cli(cli_args(random_checkpoint, str(work / "out"), video_paths=[clips["a"]]),
+                   cwd=str(work))
+    assert proc.returncode == 0, proc.stderr
+    return work / "out"
+
+
+OLD_RUN = "20260101T000000Z-abcdef"
+
+
+@pytest.mark.parametrize("damage", ["path_is_a_list", "tv_is_a_string", "run_without_features"])
+def test_a_record_of_the_wrong_shape_is_skipped_with_one_warning(one_run, clips,
+                                                                 random_checkpoint, tmp_path,
+                                                                 damage):
+    """Records are read from a folder anyone can edit: a manifest line whose ``path`` is a
+    list or whose ``Tv`` is a string, a run record without ``features``, each cost one
+    warning naming its file (and line), never a traceback, in the manifests' summary and in
+    a rerun (which goes on: the video already done is skipped)."""
+    out = tmp_path / "out"
+    shutil.copytree(one_run, out)
+    root = out / "s3d"
+    manifest = root / "manifest-0-of-1.jsonl"
+    if damage == "run_without_features":
+        (root / "runs" / f"{OLD_RUN}.json").write_text(json.dumps({"format": 1, "run": OLD_RUN}))
+        bad = {"path": "/v/old.mp4", "status": "done", "outputs": {}, "Tv": 2, "seconds": 1.0,
+               "run": OLD_RUN}  # a valid line naming that run
+        where, why = f"{root / 'runs' / OLD_RUN}.json", "not a run record (no features), ignored"
+    else:
+        bad = {"path": ["/v/x.mp4"], "status": "done"} if damage == "path_is_a_list" else \
+            {"path": "/v/t.mp4", "status": "done", "outputs": {}, "Tv": "3", "seconds": 1.0}
+        where = f"{manifest}:2"
+        why = ("not a manifest record (path is a list, expected a string), skipped"
+               if damage == "path_is_a_list" else
+               "not a manifest record (Tv is '3', expected an integer >= 0), skipped")
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write(json.dumps(bad) + "\n")
+
+    summary = subprocess.run([sys.executable, "-m", "utils.manifests", str(out)],
+                             cwd=os.path.dirname(MAIN), capture_output=True, text=True,
+                             timeout=120)
+    assert "Traceback" not in summary.stderr, summary.stderr
+    assert summary.stderr.splitlines() == [f"WARNING: {where}: {why}"]
+    assert summary.returncode == 0, summary.stdout
+    videos = 2 if damage == "run_without_features" else 1  # a's and, valid, old.mp4's
+    assert f"videos: {videos} reported: done {videos}" in summary.stdout
+    assert f"features: {2 * videos} stacks (Tv)" in summary.stdout  # a string Tv not counted
+
+    proc = run_cli(cli_args(random_checkpoint, str(out), video_paths=[clips["a"]]),
+                   cwd=str(tmp_path))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if where in ln] == [f"WARNING: {where}: {why}"]
+    assert "done 0, skipped 1" in proc.stderr

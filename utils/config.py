@@ -26,9 +26,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from hydra.core.config_store import ConfigStore
 
-from utils.networks import DEFAULT_NETWORK, REGISTERED, network, networks, presets
-
-FEATURE_TYPES = REGISTERED  # TEMPORARY (merge): the readers move to utils.networks
+from utils.networks import DEFAULT_NETWORK, network, networks, presets
 
 
 class OnExtraction(str, Enum):

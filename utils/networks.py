@@ -112,22 +112,6 @@ def register_preset(preset: Preset) -> Preset:
     return preset
 
 
-class _Live(Mapping):
-    """The registry itself, read-only: what is registered when it is read."""
-
-    def __getitem__(self, name: str) -> NetworkSpec:
-        return _NETWORKS[name]
-
-    def __iter__(self):
-        return iter(dict(_NETWORKS))
-
-    def __len__(self) -> int:
-        return len(_NETWORKS)
-
-
-REGISTERED: Mapping[str, NetworkSpec] = _Live()
-
-
 def networks() -> Mapping[str, NetworkSpec]:
     """The registered networks, by ``feature_type``, in registration order."""
     return dict(_NETWORKS)

@@ -38,7 +38,7 @@ from torch import nn
 from models.s3d_howto100m.spec import EMBEDDING_DIM, FEATURE_DIM, SPEC
 
 BN_EPS = 1e-5
-MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_port.py checks it by test
+MIN_STACK_SIZE = SPEC.min_stack_size    # tests/test_s3d_howto100m_port.py checks it passes every pool
 
 
 class Unit(nn.Sequential):

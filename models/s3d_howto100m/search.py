@@ -25,7 +25,6 @@ output) or the model's files cannot be loaded.
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
@@ -36,19 +35,12 @@ from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
 from models.s3d_howto100m.network import EMBEDDING_DIM
 from models.s3d_howto100m.weights import load_text_encoder
 from utils.console import setup_logging
-from utils.errors import WeightsError, one_line
+from utils.errors import InputError, WeightsError, one_line
 from utils.outputs.features import Features, load, locate
-from utils.records.manifests import find_manifests, latest_records
+from utils.records.manifests import NoFeatureFolder, feature_folder, find_manifests, latest_records
+from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
-
-SEARCHABLE = ("done", "skipped")  # manifest statuses whose outputs are complete
-
-
-def feature_folder(output_path: str) -> str:
-    """``<output_path>/s3d_howto100m`` if there is one, else ``output_path`` itself."""
-    sub = os.path.join(output_path, FEATURE_TYPE)
-    return sub if os.path.isdir(sub) else output_path
 
 
 @dataclass
@@ -95,13 +87,12 @@ class _Outputs:
                 found.close()
 
 
-def _video(outputs: _Outputs, record: dict) -> Video:
-    named = record.get("outputs")
-    if not isinstance(named, dict) or EMBEDDING_KEY not in named \
-            or "timestamps_ms" not in named:
+def _video(outputs: _Outputs, record: ManifestRecord) -> Video:
+    named = record.outputs
+    if named is None or EMBEDDING_KEY not in named or "timestamps_ms" not in named:
         raise ValueError(f"its manifest record names no {EMBEDDING_KEY} and timestamps_ms "
                          f"files (not an {FEATURE_TYPE} output?)")
-    location = str(named[EMBEDDING_KEY])
+    location = named[EMBEDDING_KEY]
     found = locate(outputs.folder, location)  # relative: to the manifest's folder
     if found is None:
         raise ValueError(f"{location} is not an output in {outputs.folder}")
@@ -115,7 +106,7 @@ def _video(outputs: _Outputs, record: dict) -> Video:
             or stamps.shape != (embedding.shape[0], 2):
         raise ValueError(f"{EMBEDDING_KEY} {embedding.shape} and timestamps_ms {stamps.shape} "
                          f"do not fit (expected Tv x {EMBEDDING_DIM} and Tv x 2)")
-    return Video(record["path"], embedding, stamps)
+    return Video(record.path, embedding, stamps)
 
 
 def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator[Video]:
@@ -124,7 +115,7 @@ def indexed_videos(folder: str, skipped: Optional[List[str]] = None) -> Iterator
     outputs = _Outputs(folder)
     try:
         for path, record in latest_records(folder).items():
-            if record.get("status") not in SEARCHABLE:
+            if not record.made:  # failed: no complete outputs
                 continue
             try:
                 yield _video(outputs, record)
@@ -185,7 +176,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--top_k: {args.top_k} is not allowed; expected an integer >= 1")
     setup_logging(args.debug)
 
-    folder = feature_folder(args.output_path)
+    try:
+        folder = feature_folder(args.output_path)
+    except NoFeatureFolder:
+        folder = args.output_path  # no manifest there: said below
+    except InputError as e:  # several
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not find_manifests(folder):
         print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} (manifests are "
               f"written by saving runs: feature_type={FEATURE_TYPE} on_extraction=save_numpy, "

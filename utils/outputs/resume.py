@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def outputs_complete(files: Dict[str, str],
-                     features: Sequence[Tuple[str, int]]
+                     features: Sequence[Tuple[str, Optional[int]]]
                      ) -> Optional[Tuple[int, float]]:
     """``(Tv, seconds of video)`` when every file of the set exists and loads, with shapes that
     agree (``features``: each per-stack key and its width); None otherwise (a missing key, a
@@ -45,12 +45,13 @@ def outputs_complete(files: Dict[str, str],
 
 
 def arrays_complete(arrays: Mapping[str, Any],
-                    features: Sequence[Tuple[str, int]]
+                    features: Sequence[Tuple[str, Optional[int]]]
                     ) -> Optional[Tuple[int, float]]:
     """The one rule of a complete output set, for arrays from any format (numpy arrays,
     memory maps, HDF5 datasets): ``(Tv, seconds of video)`` when ``timestamps_ms`` is
-    ``(Tv, 2)`` with Tv > 0, ``fps`` a scalar and each feature key ``(Tv, width)`` float32;
-    None otherwise.  Reads one row of timestamps, never the features."""
+    ``(Tv, 2)`` with Tv > 0, ``fps`` a scalar and each feature key ``(Tv, width)`` float32
+    (a width None: any, for a network the reader does not know); None otherwise.  Reads one
+    row of timestamps, never the features."""
     stamps, fps = arrays.get("timestamps_ms"), arrays.get("fps")
     shape = tuple(getattr(stamps, "shape", ()))
     if not (len(shape) == 2 and shape[1] == 2 and shape[0] > 0
@@ -58,7 +59,8 @@ def arrays_complete(arrays: Mapping[str, Any],
         return None
     for key, width in features:
         feats = arrays.get(key)
-        if not (tuple(getattr(feats, "shape", ())) == (shape[0], width)
+        found = tuple(getattr(feats, "shape", ()))
+        if not (len(found) == 2 and found[0] == shape[0] and width in (None, found[1])
                 and feats.dtype == np.float32):
             return None
     return shape[0], float(stamps[-1, 1]) / 1000.0

@@ -2,9 +2,10 @@
 runs code)."""
 import json
 import logging
-from typing import Dict, Iterable, Iterator
+from typing import Any, Dict, Iterable, Iterator, Tuple
 
 from utils.files import is_utf8, open_regular
+from utils.records.schema import ManifestRecord, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +20,10 @@ def encode(records: Iterable[Dict]) -> bytes:
     return "".join(dumps(r) + "\n" for r in records).encode("utf-8")
 
 
-def read_records(path: str, required=("path", "status")) -> Iterator[dict]:
-    """The file's JSON objects that have the ``required`` keys; a damaged line (a process
-    killed mid-write) is skipped with a warning.  A missing file reads as empty."""
+def read_lines(path: str) -> Iterator[Tuple[str, Any]]:
+    """``(where, value)`` of each JSON line of the file, ``where`` its ``file:line``; a damaged
+    line (a process killed mid-write) is skipped with a warning.  A missing file reads as
+    empty."""
     try:
         fd = open_regular(path)
     except FileNotFoundError:
@@ -35,11 +37,16 @@ def read_records(path: str, required=("path", "status")) -> Iterator[dict]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield f"{path}:{number}", json.loads(line)
             except json.JSONDecodeError:
                 log.warning("%s:%d: not a JSON line, skipped", path, number)
-                continue
-            if isinstance(record, dict) and all(k in record for k in required):
-                yield record
-            else:
-                log.warning("%s:%d: not a manifest record, skipped", path, number)
+
+
+def read_records(path: str) -> Iterator[ManifestRecord]:
+    """The manifest's records, in order; a line that is not one is skipped with a warning
+    naming its ``file:line`` and what is wrong."""
+    for where, value in read_lines(path):
+        try:
+            yield ManifestRecord.from_json(value, where)
+        except RecordError as e:
+            log.warning("%s, skipped", e)

@@ -32,25 +32,25 @@ from typing import Iterator, List, Optional, Tuple
 
 from utils.errors import InputError
 from utils.inputs.paths import parse_shard_name, shard_suffix
+from utils.records.schema import RUNS_FOLDER  # the locks live beside the run records
 
 log = logging.getLogger(__name__)
 
-LOCK_FOLDER = "runs"  # beside the run records (not among the outputs)
 WAIT_STEP_S = 1.0  # with lock_wait_s, how often the lock is tried again
 ADMISSION_WAIT_S = 30.0  # admission is held for microseconds; only a stopped process holds it longer
 _GROUP = re.compile(r"^\.lock-of-([1-9][0-9]*)$")
 
 
 def lock_path(root: str, shard: int, num_shards: int) -> str:
-    return os.path.join(root, LOCK_FOLDER, ".lock" + shard_suffix(shard, num_shards))
+    return os.path.join(root, RUNS_FOLDER, ".lock" + shard_suffix(shard, num_shards))
 
 
 def group_lock_path(root: str, num_shards: int) -> str:
-    return os.path.join(root, LOCK_FOLDER, f".lock-of-{num_shards}")
+    return os.path.join(root, RUNS_FOLDER, f".lock-of-{num_shards}")
 
 
 def admission_lock_path(root: str) -> str:
-    return os.path.join(root, LOCK_FOLDER, ".lock")
+    return os.path.join(root, RUNS_FOLDER, ".lock")
 
 
 def _open(path: str) -> int:
@@ -155,7 +155,7 @@ def shard_lock(root: str, shard: int, num_shards: int, wait_s: float = 0.0) -> I
 
 def _take(root: str, shard: int, num_shards: int) -> List[int]:
     """The open, locked files of the shard (``LockBusy`` when a live run is in the way)."""
-    folder = os.path.join(root, LOCK_FOLDER)
+    folder = os.path.join(root, RUNS_FOLDER)
     if os.path.islink(folder):  # the locks and run records would land where it leads
         raise InputError(f"output_path: {folder} is a link (to {os.path.realpath(folder)}); "
                          "nothing is written through it: remove it")
@@ -195,7 +195,7 @@ def _other_sharding(root: str, num_shards: int) -> Optional[Tuple[str, object, o
     """A live run of ``root`` with another num_shards: ``(holder, its shard, its num_shards)``,
     or None.  Called under admission, so no run takes or leaves a lock meanwhile, and the
     probes (a lock taken and dropped at once) never make another run's attempt fail."""
-    folder = os.path.join(root, LOCK_FOLDER)
+    folder = os.path.join(root, RUNS_FOLDER)
     names = sorted(os.listdir(folder))
     for name in names:
         m = _GROUP.match(name)

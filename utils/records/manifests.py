@@ -1,6 +1,6 @@
 """Merge the per-shard manifests of a (sharded) run into one summary.
 
-Every process of a run writes ``<output_path>/s3d/manifest-<shard>-of-<num_shards>.jsonl``:
+Every process of a run writes ``<output_path>/<feature_type>/manifest-<shard>-of-<num_shards>.jsonl``:
 one JSON line a video (``path``, ``status`` done / skipped / failed, ``outputs``, ``Tv``,
 ``seconds``, or ``stage`` and ``message`` for a failure).  This command reads them all:
 
@@ -19,14 +19,14 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
-from utils.config import FEATURE_TYPES
 from utils.errors import InputError
 from utils.inputs.paths import collect_paths, shard_of
 from utils.records.jsonl import read_records
-from utils.records.provenance import FEATURE_OPTIONS, folder_runs, option_sets
-from utils.records.run_report import MANIFEST_RE
+from utils.records.provenance import FEATURE_OPTIONS, option_sets, read_runs
+from utils.records.run_report import manifest_shard
+from utils.records.schema import RUNS_FOLDER, ManifestRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Manifest:
 class Summary:
     folder: str
     manifests: List[Manifest] = field(default_factory=list)
-    records: Dict[str, dict] = field(default_factory=dict)  # input path -> its latest record
+    records: Dict[str, ManifestRecord] = field(default_factory=dict)  # path -> latest record
     done: int = 0
     skipped: int = 0
     stacks: int = 0
@@ -83,14 +83,49 @@ class Summary:
         }
 
 
-def manifest_folder(output_path: str) -> str:
-    """The folder holding the manifests: ``<output_path>/<feature_type>`` for the one network
-    that has such a folder there (``s3d`` first), else ``output_path`` itself."""
-    for feature_type in FEATURE_TYPES:
-        sub = os.path.join(output_path, feature_type)
-        if os.path.isdir(sub):
-            return sub
-    return output_path
+class NoFeatureFolder(InputError):
+    """``feature_folder``: the path is no feature folder and holds none."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path}: no manifest-<shard>-of-<num_shards>.jsonl, {RUNS_FOLDER}/ or "
+                         "outputs, there or in a folder directly under it")
+        self.path = path
+
+
+def _never(name: str) -> bool:
+    return False
+
+
+def _is_feature_folder(folder: str, is_output: Callable[[str], bool]) -> bool:
+    """Does the folder hold a manifest, run records (``runs/``) or an output of its own?"""
+    try:
+        with os.scandir(folder) as entries:
+            return any(not e.name.startswith(".") and (
+                manifest_shard(e.name) is not None or e.name == RUNS_FOLDER or is_output(e.name))
+                for e in entries)
+    except OSError:  # not a folder, gone, unreadable
+        return False
+
+
+def feature_folder(path: str, is_output: Callable[[str], bool] = _never) -> str:
+    """The feature folder (``<output_path>/<feature_type>``: one network's outputs, manifests
+    and ``runs/``) that ``path`` names: ``path`` itself when it holds a manifest, ``runs/``
+    or an output (``is_output``: the file names the caller reads as outputs), else its one
+    subfolder that does.  Several: an ``InputError`` naming them; none: ``NoFeatureFolder``."""
+    if _is_feature_folder(path, is_output):
+        return path
+    try:
+        with os.scandir(path) as entries:
+            subs = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir()
+                          and _is_feature_folder(e.path, is_output))
+    except OSError:
+        subs = []
+    if len(subs) == 1:
+        return os.path.join(path, subs[0])
+    if subs:
+        raise InputError(f"{path} holds the outputs of {len(subs)} networks ({', '.join(subs)}); "
+                         f"choose one of {', '.join(os.path.join(path, s) for s in subs)}")
+    raise NoFeatureFolder(path)
 
 
 def find_manifests(folder: str) -> List[Manifest]:
@@ -101,55 +136,58 @@ def find_manifests(folder: str) -> List[Manifest]:
     except OSError:
         return []
     for name in names:
-        m = MANIFEST_RE.match(name)
+        m = manifest_shard(name)
         if m:
             path = os.path.join(folder, name)
             try:
                 mtime = os.lstat(path).st_mtime  # a link's own: never followed
             except OSError:  # gone since the listing
                 continue
-            found.append((mtime, name, Manifest(int(m[1]), int(m[2]), path)))
+            found.append((mtime, name, Manifest(m[0], m[1], path)))
     return [m for _, _, m in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
 def latest_records(folder: str, manifests: Optional[List[Manifest]] = None,
-                   per_manifest: Optional[Dict[str, Dict[str, dict]]] = None) -> Dict[str, dict]:
+                   per_manifest: Optional[Dict[str, Dict[str, ManifestRecord]]] = None
+                   ) -> Dict[str, ManifestRecord]:
     """Input path -> its latest record over every manifest of the folder.  ``per_manifest``:
     filled with each manifest's own latest records (by its path), read in the same pass."""
-    records: Dict[str, dict] = {}
+    records: Dict[str, ManifestRecord] = {}
     for manifest in manifests if manifests is not None else find_manifests(folder):
-        own: Dict[str, dict] = {}
+        own: Dict[str, ManifestRecord] = {}
         for record in read_records(manifest.path):
             for latest in (records, own):
-                latest.pop(record["path"], None)  # the latest last
-                latest[record["path"]] = record
+                latest.pop(record.path, None)  # the latest last
+                latest[record.path] = record
         if per_manifest is not None:
             per_manifest[manifest.path] = own
     return records
 
 
-def merge(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
-    folder = manifest_folder(output_path)
+def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
+    """The summary of the manifests of ``output_path``'s feature folder (``feature_folder``:
+    raises ``InputError`` when it names several or none)."""
+    folder = feature_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
     summary.records = latest_records(folder, summary.manifests)
     summary.option_sets = [(features, len(videos)) for features, videos
-                           in option_sets(summary.records, folder_runs(folder))]
+                           in option_sets(summary.records, read_runs(folder))]
 
     for path, record in summary.records.items():
-        status = record["status"]
-        if status == "failed":
-            summary.failures.append({"path": path, "stage": record.get("stage", "?"),
-                                     "message": record.get("message", "")})
+        if record.status == "failed":
+            summary.failures.append({
+                "path": path, "stage": "?" if record.stage is None else record.stage,
+                "message": "" if record.message is None else record.message})
             continue
-        if status == "done":
+        if record.status == "done":
             summary.done += 1
         else:
             summary.skipped += 1
-        if "Tv" not in record:
+        if record.Tv is None:
             summary.unmeasured += 1
             continue
-        summary.stacks += int(record["Tv"])
-        summary.seconds += float(record.get("seconds", 0.0))
+        summary.stacks += record.Tv
+        summary.seconds += float(record.seconds or 0.0)
 
     if summary.manifests:
         k = summary.num_shards = summary.manifests[-1].num_shards
@@ -174,7 +212,7 @@ def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
     summary.unreported_shards = sorted({shard_of(index[p], k) for p in summary.unreported})
 
 
-def format_summary(s: Summary, max_listed: int = 50) -> str:
+def format_manifest_summary(s: Summary, max_listed: int = 50) -> str:
     lines = []
     k = s.num_shards
     text = f"{s.folder}: {k - len(s.missing_shards)} of {k} shard manifests (num_shards={k})"
@@ -233,6 +271,13 @@ def _ranges(numbers: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
+def _no_manifests(folder: str) -> int:
+    print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} "
+          "(manifests are written with on_extraction=save_numpy, save_pickle or save_h5)",
+          file=sys.stderr)
+    return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m utils.records.manifests",
@@ -246,16 +291,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
 
     try:
-        summary = merge(args.output_path, args.file_with_video_paths)
+        summary = merge_manifests(args.output_path, args.file_with_video_paths)
+    except NoFeatureFolder as e:
+        return _no_manifests(e.path)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not summary.manifests:
-        print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {summary.folder} "
-              "(manifests are written with on_extraction=save_numpy, save_pickle or save_h5)",
-              file=sys.stderr)
-        return 2
-    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_summary(summary))
+        return _no_manifests(summary.folder)
+    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_manifest_summary(summary))
     return 0 if summary.complete else 1
 
 

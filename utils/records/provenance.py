@@ -15,7 +15,9 @@ Every saving run writes ``<output_path>/<feature_type>/runs/<run id>.json`` befo
 ``features`` is what decides the numbers (and where they go); each manifest record names the
 run that made its outputs (``run``).  ``check_rerun`` refuses a run whose ``features`` differ
 from those of the runs that made the outputs already in the folder, naming each difference,
-unless ``overwrite=true``.  ``folder_runs`` reads the records (the Python API's way in).
+unless ``overwrite=true``.  ``folder_runs`` reads the records (the Python API's way in: JSON
+objects); the code reads them typed (``utils.records.schema.RunRecord``, ``read_runs``), and
+skips one that is not a run record with one warning naming its file.
 """
 import datetime
 import hashlib
@@ -27,16 +29,16 @@ import re
 import secrets
 import socket
 from dataclasses import fields
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from utils.config import ExtractionConfig, feature_options
 from utils.errors import InputError
 from utils.files import open_regular, write_bytes
+from utils.records.schema import RUNS_FOLDER, ManifestRecord, RecordError, RunRecord
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-RUNS_FOLDER = "runs"
 # The options that decide the features' values or where they are written: those marked
 # ``feature=True`` in utils/config.py, so that a new one cannot be left out of the rerun check.
 FEATURE_OPTIONS = feature_options()
@@ -84,7 +86,7 @@ def versions() -> Dict[str, Any]:
     }
 
 
-def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> Dict[str, Any]:
+def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> RunRecord:
     """The record of a run: ``identity`` is the extractor's (weights, effective precision,
     device)."""
     features = {name: _plain(getattr(cfg, name)) for name in FEATURE_OPTIONS}
@@ -93,24 +95,32 @@ def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> 
     others = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)
               if f.name not in FEATURE_OPTIONS}
     now = datetime.datetime.now(datetime.timezone.utc)
-    return {"format": FORMAT, "run": run_id, "started": f"{now:%Y-%m-%dT%H:%M:%SZ}",
-            "features": features, "versions": versions(), "device": identity.get("device"),
-            "options": others, "host": socket.gethostname(), "pid": os.getpid(),
-            "shard": cfg.shard, "num_shards": cfg.num_shards}
+    return RunRecord(run=run_id, features=features, format=FORMAT,
+                     started=f"{now:%Y-%m-%dT%H:%M:%SZ}", versions=versions(),
+                     device=identity.get("device"), options=others, host=socket.gethostname(),
+                     pid=os.getpid(), shard=cfg.shard, num_shards=cfg.num_shards,
+                     keys=tuple(RunRecord.CHECKS))  # every field (a device of None: null)
 
 
-def write_run_record(root: str, record: Dict[str, Any]) -> str:
-    path = os.path.join(root, RUNS_FOLDER, f"{record['run']}.json")
-    write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+def write_run_record(root: str, record: RunRecord) -> str:
+    path = os.path.join(root, RUNS_FOLDER, f"{record.run}.json")
+    write_bytes(path, (json.dumps(record.to_json(), indent=1, sort_keys=True) + "\n")
+                .encode("utf-8"))
     return path
 
 
 def folder_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id, as JSON
+    objects (``read_runs``)."""
+    return {run_id: record.to_json() for run_id, record in read_runs(root, ids).items()}
+
+
+def read_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, RunRecord]:
     """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id, or only
     those of ``ids`` (the runs that manifests name: one file each, not the whole folder); a
-    damaged one is skipped with a warning."""
+    damaged one, or one that is not a run record, is skipped with a warning."""
     folder = os.path.join(root, RUNS_FOLDER)
-    runs: Dict[str, Dict[str, Any]] = {}
+    runs: Dict[str, RunRecord] = {}
     try:
         names = (sorted(os.listdir(folder)) if ids is None
                  else sorted(f"{i}.json" for i in set(ids) if _RUN_ID.fullmatch(i or "")))
@@ -125,11 +135,26 @@ def folder_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, Dic
         try:
             # never through a link, nor from a FIFO or a device (it would hang or flood)
             with open(open_regular(path), encoding="utf-8") as f:
-                record = json.load(f)
-            runs[record["run"]] = record
-        except (OSError, ValueError, KeyError, TypeError) as e:
+                record = RunRecord.from_json(json.load(f), path)
+            runs[record.run] = record
+        except RecordError as e:
+            log.warning("%s, ignored", e)
+        except (OSError, ValueError) as e:
             log.warning("%s: not a run record (%s), ignored", path,
                         getattr(e, "strerror", None) or e)
+    return runs
+
+
+def checked_runs(found: Mapping[str, Any], where: str) -> Dict[str, RunRecord]:
+    """The run records of ``found`` (run id -> decoded JSON, e.g. an ``.h5`` file's ``run:<id>``
+    attributes) that are run records; each other one is skipped with a warning naming
+    ``where`` and its id."""
+    runs: Dict[str, RunRecord] = {}
+    for run_id, value in found.items():
+        try:
+            runs[run_id] = RunRecord.from_json(value, f"{where}: run:{run_id}")
+        except RecordError as e:
+            log.warning("%s, ignored", e)
     return runs
 
 
@@ -150,19 +175,18 @@ def _weights(w: Dict[str, Any]) -> str:
     return f"{w.get('source', '?')} (sha256 {sha[:12]})"
 
 
-def option_sets(latest: Dict[str, dict], runs: Dict[str, Dict[str, Any]]
+def option_sets(latest: Dict[str, ManifestRecord], runs: Dict[str, RunRecord]
                 ) -> List[Tuple[Dict[str, Any], List[str]]]:
     """The distinct ``features`` of the runs that made the outputs now in the folder (from the
     manifests' latest records), each with the videos it made; videos whose run is unknown
     (made before runs were recorded) are not counted."""
     by_run: Dict[str, List[str]] = {}  # compared once per run, not once per video
     for path, record in latest.items():
-        run = record.get("run")
-        if record.get("status") in ("done", "skipped") and isinstance(run, str) and run in runs:
-            by_run.setdefault(record["run"], []).append(path)
+        if record.made and record.run in runs:
+            by_run.setdefault(record.run, []).append(path)  # type: ignore[arg-type]
     sets: List[Tuple[Dict[str, Any], List[str]]] = []
     for run_id, paths in by_run.items():
-        features = runs[run_id]["features"]
+        features = runs[run_id].features
         for known, videos in sets:
             if not differences(known, features):
                 videos.extend(paths)
@@ -172,13 +196,13 @@ def option_sets(latest: Dict[str, dict], runs: Dict[str, Dict[str, Any]]
     return sets
 
 
-def check_rerun(root: str, record: Dict[str, Any], latest: Dict[str, dict],
+def check_rerun(root: str, record: RunRecord, latest: Dict[str, ManifestRecord],
                 overwrite: bool) -> None:
     """Refuse (``InputError``, exit 2) a run into a folder whose outputs were made with other
     feature options or weights; ``overwrite=true`` goes on.  A folder with outputs but no run
     record (made before records existed) gets one warning."""
-    made = [r for r in latest.values() if r.get("status") in ("done", "skipped")]
-    runs = folder_runs(root, {r["run"] for r in made if isinstance(r.get("run"), str)})
+    made = [r for r in latest.values() if r.made]
+    runs = read_runs(root, {r.run for r in made if r.run is not None})
     sets = option_sets(latest, runs)
     if made and not sets:
         log.warning("%s has outputs but no record of the options that made them (made by an "
@@ -187,7 +211,7 @@ def check_rerun(root: str, record: Dict[str, Any], latest: Dict[str, dict],
     if overwrite:
         return
     for features, videos in sets:
-        diff = differences(features, record["features"])
+        diff = differences(features, record.features)
         if diff:
             listed = ", ".join(f"{name} {old!r} there vs {new!r} now" for name, old, new in diff)
             raise InputError(

@@ -7,9 +7,7 @@ then this run appends one line per video, flushed, so a killed run keeps what it
 ``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
 (atomically) when that list changes, at most every ``FAILED_EVERY_S`` and at the run's end.
 """
-import json
 import logging
-import re
 import time
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
@@ -18,14 +16,12 @@ from utils.records import jsonl
 from utils.console import printable_path
 from utils.files import write_bytes
 from utils.inputs.paths import parse_shard_name, shard_suffix
+from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
 
 FAILED_EVERY_S = 5.0  # failed.jsonl is rewritten at most this often during a run
 # the manifests' names as utils.records.manifests matches them (manifest_shard is the rule)
-MANIFEST_RE = re.compile(r"^manifest-(\d+)-of-(\d+)\.jsonl$")
-
-
 def manifest_name(shard: int, num_shards: int) -> str:
     """Every run writes one manifest per shard (``manifest-0-of-1.jsonl`` unsharded)."""
     return f"manifest{shard_suffix(shard, num_shards)}.jsonl"
@@ -51,7 +47,7 @@ class RunReport:
 
     def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None,
                  started: Optional[float] = None, run_id: Optional[str] = None,
-                 previous: Optional[Dict[str, dict]] = None):
+                 previous: Optional[Dict[str, ManifestRecord]] = None):
         self.started = time.time() if started is None else started
         self.stopped: Optional[str] = None  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM)
         self.done = 0
@@ -62,8 +58,8 @@ class RunReport:
         self.failed_file = failed_file
         self.manifest_file = manifest_file
         self.run_id = run_id
-        self.previous: Dict[str, dict] = {}  # path -> latest record before this run
-        self.failures: Dict[str, dict] = {}  # path -> failure record, for failed_file
+        self.previous: Dict[str, ManifestRecord] = {}  # path -> latest record before this run
+        self.failures: Dict[str, dict] = {}  # path -> its failed_file line
         self._failures_changed = False
         self._failures_written = -FAILED_EVERY_S  # the first change is written at once
         if manifest_file:
@@ -71,32 +67,32 @@ class RunReport:
                 self.previous = dict(previous)
             else:
                 for record in jsonl.read_records(manifest_file):
-                    self.previous.pop(record["path"], None)  # keep the order of latest records
-                    self.previous[record["path"]] = record
-            write_bytes(manifest_file, jsonl.encode(self.previous.values()))
+                    self.previous.pop(record.path, None)  # keep the order of latest records
+                    self.previous[record.path] = record
+            write_bytes(manifest_file, jsonl.encode(r.to_json() for r in self.previous.values()))
         if failed_file:
-            self.failures = {p: _failure(r) for p, r in self.previous.items()
-                             if r.get("status") == "failed"}
+            self.failures = {p: r.failure_json() for p, r in self.previous.items()
+                             if r.status == "failed"}
             if not manifest_file:
-                self.failures = {r["path"]: r for r in jsonl.read_records(failed_file, ("path",))}
+                self.failures = _failure_lines(failed_file)
             write_bytes(failed_file, jsonl.encode(self.failures.values()))
 
-    def _append(self, record: Dict) -> None:
-        if self.run_id and "run" not in record:
-            record["run"] = self.run_id
+    def _append(self, record: ManifestRecord) -> None:
+        if self.run_id and "run" not in record.keys:
+            record = record.with_key("run", self.run_id)
         if self.manifest_file:
             try:
                 with open(self.manifest_file, "a", encoding="utf-8") as f:
-                    f.write(jsonl.dumps(record) + "\n")
+                    f.write(jsonl.dumps(record.to_json()) + "\n")
             except OSError as e:  # e.g. disk full: the run goes on, the log still has it all
                 log.error("cannot append to %s: %s", self.manifest_file, e.strerror or e)
         self._update_failures(record)
 
-    def _update_failures(self, record: Dict) -> None:
-        path = record["path"]
-        if record["status"] == "failed":
+    def _update_failures(self, record: ManifestRecord) -> None:
+        path = record.path
+        if record.status == "failed":
             self.failures.pop(path, None)
-            self.failures[path] = _failure(record)
+            self.failures[path] = record.failure_json()
         elif self.failures.pop(path, None) is None:
             return
         self._failures_changed = True
@@ -122,30 +118,28 @@ class RunReport:
         self.done += 1
         self.stacks += num_stacks
         self.video_seconds += seconds
-        record = {"path": video, "status": "done", "outputs": files,
-                  "Tv": num_stacks, "seconds": round(seconds, 3)}
-        if warnings:
-            record["warnings"] = warnings
-        self._append(record)
+        self._append(ManifestRecord(video, "done", outputs=files, Tv=num_stacks,
+                                    seconds=round(seconds, 3), warnings=warnings or None))
 
     def add_skipped(self, video: str, files: Dict[str, str], num_stacks: int,
                     seconds: float) -> None:
         self.skipped += 1
-        record = {"path": video, "status": "skipped", "outputs": files,
-                  "Tv": num_stacks, "seconds": round(seconds, 3)}
-        made = self.previous.get(video, {})
-        if made.get("status") in ("done", "skipped"):  # the record that made these outputs
+        record = ManifestRecord(video, "skipped", outputs=files, Tv=num_stacks,
+                                seconds=round(seconds, 3))
+        made = self.previous.get(video)
+        if made is not None and made.made:  # the record that made these outputs
             for key in ("run", "warnings"):
-                if key in made:
-                    record[key] = made[key]
-        record.setdefault("run", None)  # made before runs were recorded
+                if key in made.keys:
+                    record = record.with_key(key, getattr(made, key))
+        if "run" not in record.keys:
+            record = record.with_key("run", None)  # made before runs were recorded
         self._append(record)
 
     def add_failed(self, video: str, stage: str, message: str) -> None:
         message = " ".join(str(message).split())  # one line, whatever FFmpeg or torch said
         self.failed[stage] += 1
         log.error("FAILED %s: %s: %s", printable_path(video), stage, message)
-        self._append({"path": video, "status": "failed", "stage": stage, "message": message})
+        self._append(ManifestRecord(video, "failed", stage=stage, message=message))
 
     @property
     def num_failed(self) -> int:
@@ -165,6 +159,12 @@ class RunReport:
         return line
 
 
-def _failure(record: Dict) -> Dict:
-    """A manifest record as a ``failed.jsonl`` line."""
-    return {k: record[k] for k in ("path", "stage", "message", "run") if k in record}
+def _failure_lines(failed_file: str) -> Dict[str, dict]:
+    """The lines of a ``failed.jsonl`` (read when the run keeps no manifest), by path."""
+    lines: Dict[str, dict] = {}
+    for where, line in jsonl.read_lines(failed_file):
+        if isinstance(line, dict) and isinstance(line.get("path"), str):
+            lines[line["path"]] = line
+        else:
+            log.warning("%s: not a failure record (no path), skipped", where)
+    return lines

@@ -27,6 +27,7 @@ from utils.records.lock import shard_lock
 from utils.records.manifests import latest_records
 from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.records.run_report import RunReport, failed_name, manifest_name
+from utils.records.schema import ManifestRecord, RunRecord
 from utils.run.stopping import Terminated, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,11 @@ def _collect_warnings(path: str):
 
 
 def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
-                 record: Dict[str, Any]) -> RunReport:
+                 record: RunRecord) -> RunReport:
     """Check the folder against ``record``, write it, open the manifest and failure list
     (every manifest read once)."""
     manifest_file = os.path.join(root, manifest_name(cfg.shard, cfg.num_shards))
-    per_manifest: Dict[str, Dict[str, dict]] = {}
+    per_manifest: Dict[str, Dict[str, ManifestRecord]] = {}
     check_rerun(root, record, latest_records(root, per_manifest=per_manifest), cfg.overwrite)
     try:
         write_run_record(root, record)
@@ -138,7 +139,7 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
             check_rerun(root, record, latest_records(root), cfg.overwrite)
             return _read_only_run(cfg, root, mine, started)
         report = _open_report(cfg, root, started, run_id, record)
-        store = _open_store(cfg, root, run_id, record, on_lost=_lost_to(report))
+        store = _open_store(cfg, root, run_id, record.to_json(), on_lost=_lost_to(report))
         held.callback(_close_store, store)
         return _videos(cfg, extractor, report, store, mine, len(paths))
 

@@ -15,9 +15,9 @@
   manifest or ``runs/`` of its own);
 - one ``.h5`` file.
 
-The names are found without reading arrays: files by their names (the keys of the network,
-``utils.config.FEATURE_TYPES``; hidden files and temporaries skipped), HDF5 groups by their
-links (``utils.outputs.h5_format.video_names``).  A video's arrays are read when it is accessed:
+The names are found without reading arrays: files by their names (the keys of the network:
+its registered spec's, else those the files show; hidden files and temporaries skipped), HDF5
+groups by their links (``utils.outputs.h5_format.video_names``).  A video's arrays are read when it is accessed:
 ``.npy`` with ``allow_pickle=False`` (``mmap=True``: memory-mapped), ``.pkl`` through the
 restricted unpickler (numpy arrays and numbers only: data never runs code), HDF5 through
 ``utils.outputs.h5_format.read_video``.  Only complete sets are listed: a name lacking one of its
@@ -44,10 +44,10 @@ and the ``Features`` mappings), ``summary``, ``pack`` (pack and merge), ``cli`` 
 line; ``__main__`` runs it).
 """
 from utils.outputs.features.cli import main
-from utils.outputs.features.names import ALL_KEYS, OutputError, locate
+from utils.outputs.features.names import OutputError, locate, registered_keys
 from utils.outputs.features.pack import merge_h5, pack
 from utils.outputs.features.read import Features, FileFeatures, H5Features, load
 from utils.outputs.features.summary import format_features_summary, summarize
 
-__all__ = ["ALL_KEYS", "Features", "FileFeatures", "H5Features", "OutputError",
+__all__ = ["registered_keys", "Features", "FileFeatures", "H5Features", "OutputError",
            "format_features_summary", "load", "locate", "main", "merge_h5", "pack", "summarize"]

@@ -1,28 +1,67 @@
 """How outputs are named and found on disk: ``<name>_<key>.<npy|pkl>`` files (nested folders
 included), the shard files ``<feature_type>-<k>-of-<K>.h5``, a manifest's output locations,
-and which folder of an ``output_path`` holds them."""
-import os
-import stat
-from typing import Dict, List, Optional, Sequence, Tuple
+and which network made a folder.
 
-from utils.config import FEATURE_TYPES
+Network-agnostic: a network's keys come from its registered spec (``utils.networks``) when the
+caller registered it (the command line, search, the API), else from the files themselves
+(every network writes ``<name>_timestamps_ms`` and ``<name>_fps``: what precedes a video's
+name in its other files is a key), so ``python -m utils.features`` reads any network's
+folder."""
+import os
+import re
+import stat
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from utils.errors import InputError
 from utils.files import target_of
+from utils.networks import networks
 from utils.outputs import h5_format
 from utils.outputs.naming import EXTENSIONS
-from utils.records.provenance import RUNS_FOLDER, folder_runs
-from utils.records.run_report import manifest_shard
+from utils.records.manifests import NoFeatureFolder, feature_folder as _feature_folder
+from utils.records.provenance import read_runs
+from utils.records.schema import RUNS_FOLDER
 
 FILE_FORMATS = tuple(EXTENSIONS.values())  # npy, pkl
 FORMATS = FILE_FORMATS + ("h5",)
-ALL_KEYS = tuple(dict.fromkeys(k for spec in FEATURE_TYPES.values() for k in spec.keys))
+STAMPS = "timestamps_ms"  # a key of every network, as is "fps"
+_H5_SHARD = re.compile(r"([A-Za-z0-9_.]+)-\d+-of-\d+\.h5")
 
 
 class OutputError(ValueError):
     """An output that cannot be read, or a path that holds no usable outputs (names it)."""
 
 
-def split_name(filename: str, keys: Sequence[str] = ALL_KEYS) -> Optional[Tuple[str, str, str]]:
-    """``(name, key, ext)`` of an output file name ``<name>_<key>.<npy|pkl>``, else None."""
+def registered_keys() -> Tuple[str, ...]:
+    """Every registered network's keys (what is registered now)."""
+    return tuple(dict.fromkeys(k for spec in networks().values() for k in spec.keys))
+
+
+def infer_keys(stems: Iterable[str]) -> Tuple[str, ...]:
+    """The keys of a folder's file stems (``<name>_<key>``, without the extension): each
+    ``<name>_timestamps_ms`` names a video; what follows a video's name and ``_`` in another
+    stem is a key (the longest such name wins)."""
+    stems = list(stems)
+    names = {s[:-len(STAMPS) - 1] for s in stems
+             if s.endswith("_" + STAMPS) and len(s) > len(STAMPS) + 1}
+    keys = {STAMPS}
+    for stem in stems:
+        at = len(stem)
+        while True:  # cut at each "_" from the right: the longest name first
+            at = stem.rfind("_", 0, at)
+            if at <= 0:
+                break
+            if stem[:at] in names:
+                keys.add(stem[at + 1:])
+                break
+    return tuple(sorted(keys))
+
+
+def split_name(filename: str, keys: Optional[Sequence[str]] = None
+               ) -> Optional[Tuple[str, str, str]]:
+    """``(name, key, ext)`` of an output file name ``<name>_<key>.<npy|pkl>`` for one of
+    ``keys`` (default: the registered networks'), else None."""
+    if keys is None:
+        keys = registered_keys()
     stem, dot, ext = filename.rpartition(".")
     if not dot or ext not in FILE_FORMATS:
         return None
@@ -33,14 +72,25 @@ def split_name(filename: str, keys: Sequence[str] = ALL_KEYS) -> Optional[Tuple[
 
 
 def is_h5_output(filename: str) -> bool:
-    """Is this the name of a network's shard file (``h5_format.h5_shard``)?"""
-    return any(h5_format.h5_shard(filename, t) for t in FEATURE_TYPES)
+    """Is this the name of a network's shard file (``h5_format.h5_shard``), whichever network?"""
+    found = _H5_SHARD.fullmatch(filename)
+    return found is not None and h5_format.h5_shard(filename, found[1]) is not None
 
 
-def locate(root: str, location: str) -> Optional[Tuple[str, str]]:
+def is_output(filename: str) -> bool:
+    """Does a folder holding this file hold outputs (a shard file, or an ``.npy``/``.pkl``
+    of a video's timestamps, which every network writes)?"""
+    return is_h5_output(filename) or split_name(filename, (STAMPS,)) is not None
+
+
+def locate(root: str, location: str, keys: Optional[Sequence[str]] = None
+           ) -> Optional[Tuple[str, str]]:
     """``(format, output name)`` of a manifest's output location (``<root>/<name>_<key>.npy``,
     ``<root>/<file>.h5/<name>/<key>``; relative ones are relative to ``root``), or None when
-    it is not an output under ``root``."""
+    it is not an output under ``root``.  ``keys``: the network's (default: the registered
+    networks')."""
+    if keys is None:
+        keys = registered_keys()
     path = os.path.join(root, location)
     for a, b in ((path, root), (os.path.realpath(path), os.path.realpath(root))):
         rel = os.path.relpath(a, b)
@@ -49,9 +99,9 @@ def locate(root: str, location: str) -> Optional[Tuple[str, str]]:
     else:
         return None
     parts = rel.split(os.sep)
-    if len(parts) >= 3 and parts[0].endswith(".h5") and parts[-1] in ALL_KEYS:
+    if len(parts) >= 3 and parts[0].endswith(".h5") and parts[-1] in keys:
         return "h5", "/".join(parts[1:-1])
-    split = split_name(parts[-1])
+    split = split_name(parts[-1], keys)
     if split is None:
         return None
     return split[2], "/".join(parts[:-1] + [split[0]])
@@ -75,28 +125,16 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or bool(target_of(name))
 
 
-def _own_outputs(folder: str) -> bool:
-    """Does the folder hold outputs, a manifest or run records of its own?"""
-    for entry in os.scandir(folder):
-        name = entry.name
-        if _hidden(name):
-            continue
-        if name == RUNS_FOLDER or manifest_shard(name) or is_h5_output(name) \
-                or split_name(name):
-            return True
-    return False
-
-
 def feature_folder(path: str) -> str:
-    """``path``, or its one network folder when ``path`` is an ``output_path`` (no outputs,
-    manifest or ``runs/`` of its own, and a subfolder named after one network)."""
-    subs = [t for t in FEATURE_TYPES if os.path.isdir(os.path.join(path, t))]
-    if not subs or _own_outputs(path):
+    """The feature folder ``path`` names (``utils.records.manifests.feature_folder``: by what
+    it holds); a path that holds nothing marking one is taken as it is (its outputs, nested
+    mirror-layout ones too, are looked for by ``scan``)."""
+    try:
+        return _feature_folder(path, is_output)
+    except NoFeatureFolder:
         return path
-    if len(subs) > 1:
-        raise OutputError(f"{path} holds the outputs of {len(subs)} networks "
-                          f"({', '.join(subs)}); load one of {', '.join(os.path.join(path, s) for s in subs)}")
-    return os.path.join(path, subs[0])
+    except InputError as e:  # several network folders
+        raise OutputError(str(e)) from None
 
 
 def scan(folder: str) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]]]:
@@ -132,15 +170,16 @@ def scan(folder: str) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]]]:
 
 
 def feature_type_of(folder: str, found: Sequence[str]) -> Optional[str]:
-    """The network of a folder of files: its name, else its run records, else the keys
-    ``found``."""
-    base = os.path.basename(os.path.normpath(folder))
-    if base in FEATURE_TYPES:
-        return base
-    types = {r.get("features", {}).get("feature_type") for r in folder_runs(folder).values()}
-    types &= set(FEATURE_TYPES)
+    """The network of a folder of files: its run records, else its name when a network of that
+    name is registered, else the registered network whose keys are ``found``, else the
+    folder's name."""
+    types = {r.features.get("feature_type") for r in read_runs(folder).values()}
+    types = {t for t in types if isinstance(t, str)}
     if len(types) == 1:
         return types.pop()
+    base = os.path.basename(os.path.normpath(folder))
+    if base in networks():
+        return base
     keys = set(found)
-    matching = [t for t, spec in FEATURE_TYPES.items() if keys & {k for k, _ in spec.features}]
-    return matching[0] if len(matching) == 1 else None
+    matching = [t for t, spec in networks().items() if keys & {k for k, _ in spec.features}]
+    return matching[0] if len(matching) == 1 else base or None

@@ -7,11 +7,10 @@ from typing import Optional, Sequence, Tuple
 
 import h5py
 
-from utils.config import FEATURE_TYPES
 from utils.errors import one_line
 from utils.files import atomic_path, is_utf8
 from utils.outputs import h5_format
-from utils.outputs.features.names import ALL_KEYS, OutputError, as_utf8, regular_file
+from utils.outputs.features.names import OutputError, as_utf8, regular_file
 from utils.outputs.features.read import FileFeatures, H5Features, load
 from utils.outputs.resume import outputs_complete
 
@@ -74,30 +73,30 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
         raise OutputError(f"{features.source} holds .h5 files; combine them with merge")
     assert isinstance(features, FileFeatures)
     _check_out(out, force)
-    spec = FEATURE_TYPES[features.feature_type or ""]
+    keys = features.output_keys
     for name in features:
         if not is_utf8(name):
-            raise OutputError(f"{as_utf8(features.files(name)[spec.keys[0]])}: the video's "
+            raise OutputError(f"{as_utf8(features.files(name)[keys[0]])}: the video's "
                               "name is not UTF-8 text (an undecodable byte in the file name), "
                               "and HDF5 stores names as UTF-8; rename its files, then pack "
                               "again (nothing was written)")
-    clash = h5_format.name_clash(list(features), spec.keys)
+    clash = h5_format.name_clash(list(features), keys)
     if clash is not None:
-        raise OutputError(_clash_message(features.source, clash, spec.keys))
+        raise OutputError(_clash_message(features.source, clash, keys))
     counts = [0, 0]
 
     def fill(f):
-        h5_format.init_file(f, spec.name)
+        h5_format.init_file(f, features.feature_type or "")
         h5_format.add_runs(f, features.runs())
         for name in sorted(list(features) + features.incomplete):
             files = features.files(name, incomplete=True)
-            if outputs_complete(files, spec.features) is None:
+            if outputs_complete(files, features.output_features) is None:
                 log.warning("%s: incomplete or unreadable output set (%s), not packed",
                             name, ", ".join(sorted(files.values())))
                 counts[1] += 1
                 continue
             _write_video(f, name, features.read(name), features.video_path(name) or "",
-                         features.run(name), as_utf8(files[spec.keys[0]]))
+                         features.run(name), as_utf8(files[keys[0]]))
             counts[0] += 1
 
     write_h5(out, fill)
@@ -120,8 +119,7 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
                 raise OutputError(f"{as_utf8(features.file_of(name))}: video "
                                   f"'{as_utf8(name)}' has a name that is not UTF-8 text; it "
                                   "cannot be stored by this tool (nothing was written)")
-        keys = FEATURE_TYPES[features.feature_type].keys \
-            if features.feature_type in FEATURE_TYPES else ALL_KEYS
+        keys = features.output_keys
         clash = h5_format.name_clash(sorted(features), keys)
         if clash is not None:
             raise OutputError(_clash_message(

@@ -9,23 +9,25 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from utils.config import FEATURE_TYPES
 from utils.errors import one_line
+from utils.networks import networks
 from utils.outputs import h5_format, serialization
-from utils.outputs.features.names import (ALL_KEYS, FORMATS, OutputError, feature_folder,
-                                          feature_type_of, locate, regular_file, scan,
-                                          split_name)
+from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
+                                          feature_type_of, infer_keys, locate, regular_file,
+                                          registered_keys, scan, split_name)
 from utils.outputs.h5_store import count_journal, journal_path, read_journal
 from utils.outputs.safe_pickle import read_npy_header
 from utils.records.manifests import latest_records
-from utils.records.provenance import folder_runs
+from utils.records.provenance import checked_runs, folder_runs
 
 log = logging.getLogger(__name__)
 
 
 class Features(Mapping[str, Dict[str, np.ndarray]]):
     """Output name -> {key: array}, read on access (see the module's doc).  ``format``: npy,
-    pkl or h5; ``feature_type``; ``output_keys``: the network's keys; ``source``: the folder or file
+    pkl or h5; ``feature_type``; ``output_keys``: the network's keys (``output_features``: its
+    per-stack keys and widths, a width None when the network is not registered here);
+    ``source``: the folder or file
     read; ``incomplete``: names left out for a missing key file.  Close it (or use ``with``)
     to release open HDF5 files."""
 
@@ -33,12 +35,21 @@ class Features(Mapping[str, Dict[str, np.ndarray]]):
     source: str
     feature_type: Optional[str]
     incomplete: List[str]
+    _keys: Tuple[str, ...] = ()  # found in the outputs, for a network not registered here
 
     @property
     def output_keys(self) -> Tuple[str, ...]:
         """The network's keys (every video has them)."""
-        spec = FEATURE_TYPES.get(self.feature_type or "")
-        return spec.keys if spec else ()
+        spec = networks().get(self.feature_type or "")
+        return spec.keys if spec else self._keys
+
+    @property
+    def output_features(self) -> Tuple[Tuple[str, Optional[int]], ...]:
+        """The network's per-stack keys and widths (None: unknown here)."""
+        spec = networks().get(self.feature_type or "")
+        if spec:
+            return spec.features
+        return tuple((k, None) for k in self.output_keys if k not in ("timestamps_ms", "fps"))
 
     def read(self, name: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
         """The video's arrays (all keys, or ``keys``); ``KeyError`` for an unknown name."""
@@ -93,8 +104,9 @@ class FileFeatures(Features):
     """A folder of ``<name>_<key>.<ext>`` files."""
 
     def __init__(self, root: str, fmt: str, files: Dict[str, Dict[str, str]],
-                 feature_type: Optional[str], mmap: bool = False):
+                 feature_type: Optional[str], mmap: bool = False, keys: Sequence[str] = ()):
         self.source, self.format, self.feature_type, self.mmap = root, fmt, feature_type, mmap
+        self._keys = tuple(keys)
         keys = set(self.output_keys)
         self._all = files
         self._files = {n: f for n, f in files.items() if keys <= set(f)}
@@ -137,13 +149,12 @@ class FileFeatures(Features):
         if self._manifest is None:
             self._manifest = {}
             for record in latest_records(self.source).values():
-                outputs = record.get("outputs")
-                if record.get("status") not in ("done", "skipped") or not isinstance(outputs, dict):
+                if not record.made or record.outputs is None:
                     continue
-                for location in outputs.values():
-                    found = locate(self.source, str(location))
+                for location in record.outputs.values():
+                    found = locate(self.source, location, self.output_keys)
                     if found and found[0] == self.format:
-                        self._manifest[found[1]] = (record["path"], record.get("run"))
+                        self._manifest[found[1]] = (record.path, record.run)
                         break
         return self._manifest
 
@@ -154,7 +165,7 @@ class FileFeatures(Features):
         return self._records().get(name, (None, None))[1]
 
     def runs(self):
-        return folder_runs(self.source)
+        return folder_runs(self.source)  # as JSON objects: the API's form
 
 
 class H5Features(Features):
@@ -176,7 +187,7 @@ class H5Features(Features):
                         raise ValueError(f"feature_type attribute {feature_type!r} is not text")
                     types.add(feature_type)
                     _warn_journal(path, f)
-                    for name in h5_format.video_names(f, ALL_KEYS):
+                    for name in h5_format.video_names(f, registered_keys()):
                         first = self._where.setdefault(name, i)
                         if first != i:
                             raise OutputError(f"video {name!r} is in two files: "
@@ -226,6 +237,17 @@ class H5Features(Features):
     def file_of(self, name: str) -> str:
         return self.paths[self._where[name]]
 
+    @property
+    def output_keys(self) -> Tuple[str, ...]:
+        """The network's keys: its spec's, else the first video's datasets."""
+        spec = networks().get(self.feature_type or "")
+        if spec:
+            return spec.keys
+        if not self._keys and self._where:
+            first = next(iter(self._where))
+            self._keys = tuple(_ordered(self.shapes(first), ("timestamps_ms", "fps")))
+        return self._keys
+
     def _group(self, name: str):
         i = self._where[name]
         # a link name that is not UTF-8 was listed with surrogateescape: looked up by its bytes
@@ -273,7 +295,8 @@ class H5Features(Features):
         found: Dict[str, Dict[str, Any]] = {}
         for i in range(len(self.paths)):
             try:
-                found.update(h5_format.runs(self._file(i)))
+                checked = checked_runs(h5_format.runs(self._file(i)), self.paths[i])
+                found.update((run_id, r.to_json()) for run_id, r in checked.items())
             except OutputError:
                 raise
             except Exception as e:  # noqa: BLE001 - a damaged record: OSError, JSON errors...
@@ -358,12 +381,15 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
     found = files[format]
     if not found:
         raise OutputError(f"{folder}: no <name>_<key>.{format} files")
-    spec_type = feature_type or feature_type_of(
-        folder, [split_name(n)[1] for _, n in found])  # type: ignore[index]
-    if spec_type not in FEATURE_TYPES:
+    stems = [n.rpartition(".")[0] for _, n in found]
+    keys = infer_keys(stems)
+    spec_type = feature_type or feature_type_of(folder, keys)
+    spec = networks().get(spec_type or "")
+    if spec is not None:
+        keys = spec.keys
+    elif not spec_type or len(keys) < 2:
         raise OutputError(f"{folder}: cannot tell which network made the files (name the "
-                          f"folder after it, or pass feature_type=one of {', '.join(FEATURE_TYPES)})")
-    keys = FEATURE_TYPES[spec_type].keys
+                          "folder after it, or pass feature_type=its name)")
     by_name: Dict[str, Dict[str, str]] = {}
     for rel, filename in found:
         split = split_name(filename, keys)
@@ -371,7 +397,7 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
             continue
         name = f"{rel.replace(os.sep, '/')}/{split[0]}" if rel else split[0]
         by_name.setdefault(name, {})[split[1]] = os.path.join(folder, rel, filename)
-    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap)
+    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap, keys=keys)
     if features.incomplete:
         first = features.incomplete[0]
         lacking = sorted(set(keys) - set(by_name[first]))
