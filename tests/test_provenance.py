@@ -350,6 +350,31 @@ def test_feature_differences_name_each_option():
     assert differences(old, dict(old)) == []
 
 
+def test_the_rerun_check_compares_the_options_marked_as_changing_features():
+    """The compared options come from the marks on the option fields (utils/config.py), not a
+    list kept by hand: today's marks, and a new marked option entering the check by itself."""
+    from dataclasses import dataclass
+
+    from utils.config import ExtractionConfig, feature_options, option
+    from utils.records.provenance import run_record
+
+    assert FEATURE_OPTIONS == feature_options() == (
+        "feature_type", "stack_size", "step_size", "extraction_fps", "preprocess", "precision",
+        "output_layout", "input_root")
+
+    @dataclass
+    class WithSharpening(ExtractionConfig):
+        sharpen: float = option(0.0, "a made-up option that changes the features", feature=True)
+        chatty: bool = option(False, "a made-up option that does not", feature=False)
+
+    def features(**kw):
+        cfg = WithSharpening(video_paths="a.mp4", device="cpu", **kw)
+        return run_record(cfg, "r", {"weights": {"source": "w", "sha256": "ab"}}).features
+
+    assert differences(features(sharpen=0.5), features(sharpen=0.5, chatty=True)) == []
+    assert differences(features(sharpen=0.0), features(sharpen=0.5)) == [("sharpen", 0.0, 0.5)]
+
+
 def test_mirror_names_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     videos = ["/data/day1/clip.mp4", "/data/day2/clip.mp4", "/other/x.mkv"]
     names = []

@@ -372,10 +372,10 @@ class ExtractionConfig(ExtractorOptions):
                              "or file_with_video_paths (a text file, one path a line)")
 
 
-def feature_options() -> Tuple[str, ...]:
-    """The options that change the features (their values or where they go), in field order:
-    what the rerun check compares."""
-    return tuple(f.name for f in fields(ExtractionConfig) if f.metadata["feature"])
+def feature_options(schema: type = None) -> Tuple[str, ...]:
+    """The options of ``schema`` (default ``ExtractionConfig``) that change the features (their
+    values or where they go), in field order: what the rerun check compares."""
+    return tuple(f.name for f in fields(schema or ExtractionConfig) if f.metadata["feature"])
 
 
 def extractor_options(cfg) -> Dict[str, Any]:

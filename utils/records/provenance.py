@@ -89,11 +89,12 @@ def versions() -> Dict[str, Any]:
 def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> RunRecord:
     """The record of a run: ``identity`` is the extractor's (weights, effective precision,
     device)."""
-    features = {name: _plain(getattr(cfg, name)) for name in FEATURE_OPTIONS}
+    marked = feature_options(type(cfg))
+    features = {name: _plain(getattr(cfg, name)) for name in marked}
     features["precision"] = identity.get("precision", features["precision"])
     features["weights"] = identity.get("weights")
     others = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)
-              if f.name not in FEATURE_OPTIONS}
+              if f.name not in marked}
     now = datetime.datetime.now(datetime.timezone.utc)
     return RunRecord(run=run_id, features=features, format=FORMAT,
                      started=f"{now:%Y-%m-%dT%H:%M:%SZ}", versions=versions(),
@@ -159,9 +160,10 @@ def checked_runs(found: Mapping[str, Any], where: str) -> Dict[str, RunRecord]:
 
 
 def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[Tuple[str, Any, Any]]:
-    """``(option, old, new)`` for each feature option (and the weights) that differ."""
+    """``(option, old, new)`` for each feature option (and the weights) that differ: those
+    marked in utils/config.py and any other the new record holds."""
     found = []
-    for name in FEATURE_OPTIONS:
+    for name in dict.fromkeys([*FEATURE_OPTIONS, *(k for k in new if k != "weights")]):
         if old.get(name) != new.get(name):
             found.append((name, old.get(name), new.get(name)))
     old_w, new_w = old.get("weights") or {}, new.get("weights") or {}

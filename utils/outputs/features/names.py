@@ -43,7 +43,7 @@ def infer_keys(stems: Iterable[str]) -> Tuple[str, ...]:
     stems = list(stems)
     names = {s[:-len(STAMPS) - 1] for s in stems
              if s.endswith("_" + STAMPS) and len(s) > len(STAMPS) + 1}
-    keys = {STAMPS}
+    keys = {STAMPS, "fps"}
     for stem in stems:
         at = len(stem)
         while True:  # cut at each "_" from the right: the longest name first
@@ -53,7 +53,15 @@ def infer_keys(stems: Iterable[str]) -> Tuple[str, ...]:
             if stem[:at] in names:
                 keys.add(stem[at + 1:])
                 break
-    return tuple(sorted(keys))
+    return in_network_order(keys)
+
+
+def in_network_order(keys: Iterable[str]) -> Tuple[str, ...]:
+    """Keys as a network writes them: its per-stack features (here sorted), then
+    ``timestamps_ms`` and ``fps``."""
+    keys = set(keys)
+    last = [k for k in (STAMPS, "fps") if k in keys]
+    return tuple(sorted(keys - set(last))) + tuple(last)
 
 
 def split_name(filename: str, keys: Optional[Sequence[str]] = None
@@ -162,9 +170,9 @@ def scan(folder: str) -> Tuple[List[str], Dict[str, List[Tuple[str, str]]]]:
                 if rel == "" and is_h5_output(entry.name):
                     h5_files.append(entry.path)
                 else:
-                    split = split_name(entry.name)
-                    if split:
-                        files[split[2]].append((rel, entry.name))
+                    ext = entry.name.rpartition(".")[2]
+                    if ext in files and "_" in entry.name:  # split by the folder's keys later
+                        files[ext].append((rel, entry.name))
         stack.extend(reversed(subfolders))
     return h5_files, files
 

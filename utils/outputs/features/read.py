@@ -13,7 +13,8 @@ from utils.errors import one_line
 from utils.networks import networks
 from utils.outputs import h5_format, serialization
 from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
-                                          feature_type_of, infer_keys, locate, regular_file,
+                                          feature_type_of, in_network_order, infer_keys,
+                                          locate, regular_file,
                                           registered_keys, scan, split_name)
 from utils.outputs.h5_store import count_journal, journal_path, read_journal
 from utils.outputs.safe_pickle import read_npy_header
@@ -245,7 +246,7 @@ class H5Features(Features):
             return spec.keys
         if not self._keys and self._where:
             first = next(iter(self._where))
-            self._keys = tuple(_ordered(self.shapes(first), ("timestamps_ms", "fps")))
+            self._keys = in_network_order(self.shapes(first))
         return self._keys
 
     def _group(self, name: str):
@@ -387,7 +388,7 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
     spec = networks().get(spec_type or "")
     if spec is not None:
         keys = spec.keys
-    elif not spec_type or len(keys) < 2:
+    elif not spec_type:
         raise OutputError(f"{folder}: cannot tell which network made the files (name the "
                           "folder after it, or pass feature_type=its name)")
     by_name: Dict[str, Dict[str, str]] = {}
