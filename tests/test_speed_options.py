@@ -232,7 +232,10 @@ def test_precision_fp32_is_the_default_path(random_model, default_extractor):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, precision, caplog):
+def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, precision, caplog,
+                                                                 monkeypatch):
+    # a CPU without native bfloat16 (tests/test_cpu_bf16.py covers the CPUs with it)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING):
         extractor = ExtractS3D(model=random_model, precision=precision, device="cpu")
     assert extractor.precision == "fp32"
@@ -265,9 +268,10 @@ def test_bf16_support_is_checked_on_the_gpu_asked_for(monkeypatch):
     assert resolve_precision("fp16", torch.device("cuda:1")) == "fp16"
 
 
-def test_precision_option_reaches_the_extractor(random_model):
+def test_precision_option_reaches_the_extractor(random_model, monkeypatch):
     from utils.config import ExtractionConfig, Precision
 
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)  # falls back to fp32
     cfg = ExtractionConfig(video_paths=["x.mp4"], device="cpu", precision=Precision.bf16,
                            num_workers=0, batch_size=3)
     extractor = ExtractS3D.from_config(cfg, model=random_model)

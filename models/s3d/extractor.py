@@ -106,7 +106,8 @@ class ExtractS3D:
             self.weights = {"source": "a model object passed to ExtractS3D",
                             "sha256": state_dict_sha256(model)}
         # a copy of the loaded network, prepared for inference on the device
-        net = inference_model(model, self.device, fold_bn=fold_bn, compile=options.compile)
+        net = inference_model(model, self.device, fold_bn=fold_bn, compile=options.compile,
+                              precision=self.precision)
         self.runner = BatchRunner(net, self.device, self.precision, self.batch_size,
                                   preset.to_input, compiled=options.compile)
         self._plan: Optional[Plan] = None
