@@ -15,7 +15,16 @@ torch, cross-checked with ``/proc/<pid>/status`` VmHWM while it runs):
 
 The memory figures of docs/speed.md (``FIGURES_MB`` below) must hold for every row: the script prints
 a table and exits with status 1 when a row exceeds its figure or a refused input was not
-refused.  ``results.json`` in the work folder keeps the numbers.  Videos and the seeded
+refused.  ``results.json`` in the work folder keeps the numbers.
+
+    python benchmarks/bench_memory.py --breakdown VIDEO [--precision bf16] [-- override ...]
+
+prints instead where one run's memory and start-up time go, on VIDEO (issue 20 used the
+incumbent's v_GGSY1Qvo990.mp4 with ``preprocess=video_features extraction_fps=null``, the
+defaults): peak RSS of ``python -c "import torch"`` and of the real command line (their
+difference is "above import torch"), then, in a child process, RSS after the imports, after
+loading and preparing the model, the peak of the first forward, the peak of the whole video
+(steady state), and the seconds to the first stack (imports, weights, first forward).  Videos and the seeded
 random checkpoint are made once in the work folder (``--workdir``, default
 <tmp>/s3d_bench_memory) with the FFmpeg CLI that imageio-ffmpeg ships (a test dependency).
 """
@@ -138,12 +147,105 @@ def run_cli(videos: List[str], extra: List[str], weights: str, workdir: str) -> 
             "stderr_tail": stderr[-2000:]}
 
 
+# The phases, in a child process (this one never loads torch).  VmHWM is reset between them
+# (/proc/self/clear_refs), so each peak is that phase's own.
+BREAKDOWN_CHILD = r"""
+import sys, time
+t_start = time.perf_counter()
+repo, video, weights, precision = sys.argv[1:5]
+overrides = dict(a.split("=", 1) for a in sys.argv[5:])
+sys.path.insert(0, repo)
+def mem():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+def show(label, m, key):
+    print(f"{label}: {(m[key] - torch_rss) / 1e9:.3f} GB above import torch", flush=True)
+import torch
+torch_rss = mem()["VmRSS"]
+t_torch = time.perf_counter()
+from models.s3d import ExtractS3D
+import utils.run.cli  # what main.py imports
+show("after the imports", mem(), "VmRSS")
+t_imports = time.perf_counter()
+options = dict(device="cpu", weights_path=weights, precision=precision,
+               preprocess="video_features", extraction_fps=None)
+options.update({k: (None if v == "null" else v) for k, v in overrides.items()})
+for key in ("extraction_fps", "num_workers", "stack_size", "step_size"):
+    if isinstance(options.get(key), str):
+        options[key] = float(options[key]) if key == "extraction_fps" else int(options[key])
+extractor = ExtractS3D(**options)
+m = mem()
+show("model loaded and prepared (RSS)", m, "VmRSS")
+show("model loaded and prepared (peak)", m, "VmHWM")
+t_model = time.perf_counter()
+reset_peak()
+with extractor.planned([video]):
+    batches, record = extractor._plan.take(video)
+    first = next(batches)
+    t_frames = time.perf_counter()
+    extractor.runner(first.frames)
+    t_first = time.perf_counter()
+    show("first stack (decode + forward, peak)", mem(), "VmHWM")
+    reset_peak()
+    for batch in batches:
+        extractor.runner(batch.frames)
+    batches.close()
+show("steady state (the rest of the video, peak)", mem(), "VmHWM")
+print(f"time to the first stack: {t_first - t_start:.2f} s (import torch {t_torch - t_start:.2f}, "
+      f"other imports {t_imports - t_torch:.2f}, weights and model {t_model - t_imports:.2f}, "
+      f"first frames {t_frames - t_model:.2f}, first forward {t_first - t_frames:.2f})")
+"""
+
+
+def peak_rss(cmd: List[str], cwd: str) -> int:
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return usage.ru_maxrss * 1024
+
+
+def breakdown(video: str, precision: str, overrides: List[str], workdir: str) -> int:
+    weights = make_weights(workdir)
+    video = os.path.abspath(video)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; {video}, precision={precision}, "
+          f"preprocess=video_features extraction_fps=null {' '.join(overrides)}", flush=True)
+    torch_only = peak_rss([sys.executable, "-c", "import torch"], workdir)
+    cli = [sys.executable, MAIN, f"video_paths=[{video}]", "device=cpu",
+           f"weights_path={weights}", "preprocess=video_features", "extraction_fps=null",
+           f"precision={precision}", "on_extraction=save_numpy",
+           f"output_path={os.path.join(workdir, 'out')}", "overwrite=true", *overrides]
+    run = peak_rss(cli, workdir)
+    print(f"peak RSS: import torch alone {torch_only / 1e9:.3f} GB, the run {run / 1e9:.3f} GB: "
+          f"{(run - torch_only) / 1e9:.3f} GB above import torch", flush=True)
+    print(f"  command: {' '.join(cli)}", flush=True)
+    print("in one process, phase by phase:", flush=True)
+    subprocess.run([sys.executable, "-c", BREAKDOWN_CHILD, REPO, video, weights, precision,
+                    *overrides], cwd=workdir, check=True)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
                                                           "s3d_bench_memory"))
+    parser.add_argument("--breakdown", metavar="VIDEO",
+                        help="where one run's memory and start-up time go, on VIDEO")
+    parser.add_argument("--precision", default="fp32", help="with --breakdown")
+    parser.add_argument("overrides", nargs="*", help="with --breakdown: key=value options")
     args = parser.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
+    if args.breakdown:
+        return breakdown(args.breakdown, args.precision, args.overrides, args.workdir)
     paths = make_videos(args.workdir)
     weights = make_weights(args.workdir)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

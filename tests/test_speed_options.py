@@ -232,7 +232,10 @@ def test_precision_fp32_is_the_default_path(random_model, default_extractor):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, precision, caplog):
+def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, precision, caplog,
+                                                                 monkeypatch):
+    # a CPU without native bfloat16 (tests/test_cpu_bf16.py covers the CPUs with it)
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING):
         extractor = ExtractS3D(model=random_model, precision=precision, device="cpu")
     assert extractor.precision == "fp32"
@@ -241,9 +244,13 @@ def test_half_precision_on_cpu_falls_back_to_fp32_with_a_warning(random_model, p
     assert f"precision={precision}" in warnings[0] and "fp32" in warnings[0]
 
 
-def test_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp8", torch.device("cpu"))
+def test_unknown_precision_is_refused_and_every_precision_has_a_dtype():
+    from models.s3d.inference import DTYPES
+    from utils.config import ExtractorOptions, Precision
+
+    with pytest.raises(ValueError, match="precision: Invalid value 'fp8'"):
+        ExtractorOptions(precision="fp8")
+    assert set(DTYPES) == {p.value for p in Precision}  # the option's list is the one list
 
 
 def test_bf16_support_is_checked_on_the_gpu_asked_for(monkeypatch):
@@ -265,9 +272,10 @@ def test_bf16_support_is_checked_on_the_gpu_asked_for(monkeypatch):
     assert resolve_precision("fp16", torch.device("cuda:1")) == "fp16"
 
 
-def test_precision_option_reaches_the_extractor(random_model):
+def test_precision_option_reaches_the_extractor(random_model, monkeypatch):
     from utils.config import ExtractionConfig, Precision
 
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)  # falls back to fp32
     cfg = ExtractionConfig(video_paths=["x.mp4"], device="cpu", precision=Precision.bf16,
                            num_workers=0, batch_size=3)
     extractor = ExtractS3D.from_config(cfg, model=random_model)

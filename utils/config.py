@@ -318,8 +318,9 @@ class ExtractorOptions(_Validated):
                                        feature=False)
     num_workers: int = option(1, "videos decoded ahead in background threads (0: inline)",
                               _int_at_least(0), feature=False)
-    precision: Precision = option(Precision.fp32, "fp32, fp16 or bf16 (autocast; CUDA only, "
-                                  "fp32 on the CPU)", feature=True)
+    precision: Precision = option(Precision.fp32, "fp32, fp16 or bf16 (CUDA; bf16 also on CPUs "
+                                  "with native bfloat16, AVX512_BF16 or AMX; else fp32)",
+                                  feature=True)
     compile: bool = option(False, "torch.compile with inductor freezing (tens of seconds to "
                            "compile; for long runs)", feature=False)
     keep_tmp_files: bool = option(False, "keep the resampled video (libx264) in tmp_path",

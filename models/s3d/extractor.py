@@ -28,13 +28,12 @@ import torch
 from models.s3d.inference import BatchRunner, inference_model, resolve_precision
 from models.s3d.network import S3D
 from models.s3d.spec import SPEC
-from models.s3d.weights import DEFAULT_URL, load_weights, state_dict_sha256
+from models.s3d.weights import DEFAULT_URL, load_checkpoint, state_dict_sha256
 from utils.config import ExtractorOptions, extractor_options
 from utils.console import RunProgress
 from utils.device import resolve_device
 from utils.video.pipeline import Batch, DecodeSettings, PipelineStats, Plan, VideoRecord
 from utils.video.preprocess import preset_class
-from utils.records.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,8 @@ class ExtractS3D:
             self.weights = {"source": "a model object passed to ExtractS3D",
                             "sha256": state_dict_sha256(model)}
         # a copy of the loaded network, prepared for inference on the device
-        net = inference_model(model, self.device, fold_bn=fold_bn, compile=options.compile)
+        net = inference_model(model, self.device, fold_bn=fold_bn, compile=options.compile,
+                              precision=self.precision)
         self.runner = BatchRunner(net, self.device, self.precision, self.batch_size,
                                   preset.to_input, compiled=options.compile)
         self._plan: Optional[Plan] = None
@@ -114,9 +114,10 @@ class ExtractS3D:
     def load_model(self, options: ExtractorOptions) -> torch.nn.Module:
         """The network with the weights of ``options.weights_path`` (or the default ones)."""
         model = S3D()
-        self.weights_path = load_weights(model, options.weights_path)
+        checkpoint = load_checkpoint(model, options.weights_path)  # the file read once
+        self.weights_path = checkpoint.path
         self.weights = {"source": options.weights_path or DEFAULT_URL,
-                        "sha256": file_sha256(self.weights_path)}
+                        "sha256": checkpoint.sha256}
         return model
 
     def network_outputs(self, features: torch.Tensor, second: torch.Tensor,

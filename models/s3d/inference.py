@@ -15,8 +15,12 @@ its checkpoint keys) with:
   oneDNN, ReLU fused into the convolutions), after tens of seconds of compilation, so it is
   opt-in (``compile=true``) for long batch runs.
 
-``autocast(device, precision)`` gives the context for ``precision=fp16|bf16`` (CUDA only; see
-``resolve_precision``).  ``BatchRunner`` runs that network on one batch of preset pixels and
+``precision=bf16`` on a CPU with native bfloat16 (AVX512_BF16, AMX; ``resolve_precision``)
+converts that copy to bfloat16 (``CpuBfloat16``): weights and activations, with each ReLU run
+inside its convolution (oneDNN's fused kernels, ``fuse_relu``) and the final pooling and head
+in fp32 (measured faster than ``torch.autocast`` over the same model: see
+docs/speed.md).  On CUDA, ``autocast(device, precision)`` gives the context for
+``precision=fp16|bf16``.  ``BatchRunner`` runs that network on one batch of preset pixels and
 turns its failures (out of memory above all) into ``model``-stage ``ExtractionError``s.
 """
 import contextlib
@@ -29,10 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from utils.device import cpu_has_native_bf16
 from utils.errors import ExtractionError, one_line
 
 log = logging.getLogger(__name__)
 
+# the torch dtype of each value of the precision option (utils.config.Precision: the one list)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -97,6 +103,7 @@ class Conv3dAs2d(nn.Module):
         if kind not in self.KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         self.kind = kind
+        self.relu = False  # set by fuse_relu: the ReLU after it runs inside oneDNN's kernel
         weight = conv.weight.detach()
         if kind == "linear":
             weight = weight.reshape(weight.shape[0], weight.shape[1])
@@ -129,6 +136,8 @@ class Conv3dAs2d(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            return self._forward_relu(x)
         n, c, t, h, w = x.shape
         y = x.permute(0, 2, 3, 4, 1)  # (N, T, H, W, C), contiguous for channels_last_3d input
         if self.kind == "linear":
@@ -140,6 +149,26 @@ class Conv3dAs2d(nn.Module):
             return out.permute(0, 2, 3, 1).reshape(n, t, h2, w2, c2).permute(0, 4, 1, 2, 3)
         out = F.conv2d(y.reshape(n, t, h * w, c).permute(0, 3, 1, 2), self.weight, self.bias,
                        self.stride, self.padding)
+        c2, t2 = out.shape[1], out.shape[2]
+        return out.permute(0, 2, 3, 1).reshape(n, t2, h, w, c2).permute(0, 4, 1, 2, 3)
+
+    def _forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(forward(x))`` in one oneDNN call (the ops inductor's CPU fusions use)."""
+        n, c, t, h, w = x.shape
+        y = x.permute(0, 2, 3, 4, 1)
+        mkldnn = torch.ops.mkldnn
+        if self.kind == "linear":
+            out = mkldnn._linear_pointwise(y.reshape(-1, c), self.weight, self.bias, "relu", [], "")
+            return out.reshape(n, t, h, w, -1).permute(0, 4, 1, 2, 3)
+        if self.kind == "spatial":
+            out = mkldnn._convolution_pointwise(
+                y.reshape(n * t, h, w, c).permute(0, 3, 1, 2), self.weight, self.bias,
+                list(self.padding), list(self.stride), [1, 1], 1, "relu", [], "")
+            _, c2, h2, w2 = out.shape
+            return out.permute(0, 2, 3, 1).reshape(n, t, h2, w2, c2).permute(0, 4, 1, 2, 3)
+        out = mkldnn._convolution_pointwise(
+            y.reshape(n, t, h * w, c).permute(0, 3, 1, 2), self.weight, self.bias,
+            list(self.padding), list(self.stride), [1, 1], 1, "relu", [], "")
         c2, t2 = out.shape[1], out.shape[2]
         return out.permute(0, 2, 3, 1).reshape(n, t2, h, w, c2).permute(0, 4, 1, 2, 3)
 
@@ -157,14 +186,67 @@ def convs_as_2d(model: nn.Module) -> nn.Module:
     return model
 
 
+def fused_relu_available() -> bool:
+    """Whether this torch has oneDNN's convolution/linear + ReLU kernels (``torch.ops.mkldnn``)."""
+    return (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def fuse_relu(model: nn.Module) -> nn.Module:
+    """In place: every ``Conv3dAs2d`` followed in its ``nn.Sequential`` by a ReLU (past the
+    ``nn.Identity`` a folded BatchNorm left) computes the ReLU itself; the ReLU becomes an
+    ``nn.Identity``.  Returns ``model``."""
+    fused = 0
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules.keys())
+        for i, name in enumerate(names):
+            conv = module._modules[name]
+            if not isinstance(conv, Conv3dAs2d) or conv.relu:
+                continue
+            j = i + 1
+            while j < len(names) and isinstance(module._modules[names[j]], nn.Identity):
+                j += 1
+            if j < len(names) and isinstance(module._modules[names[j]], nn.ReLU):
+                conv.relu = True
+                module._modules[names[j]] = nn.Identity()
+                fused += 1
+    log.debug("%d ReLUs run inside their convolutions", fused)
+    return model
+
+
+class CpuBfloat16(nn.Module):
+    """A network run in bfloat16 on the CPU: input, weights and activations.
+
+    The network's children named in its ``FP32_MODULES`` (its head) stay float32, and its
+    ``forward`` turns the body's output to float32 before pooling (``S3D``: ``.float()``, a
+    no-op at fp32), so the averages and the head are computed in float32.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        keep = getattr(net, "FP32_MODULES", ())
+        for name, child in net.named_children():
+            if name not in keep:
+                child.to(torch.bfloat16)
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x.to(torch.bfloat16))
+
+
 def inference_model(model: nn.Module, device: torch.device, fold_bn: bool = True,
                     channels_last: bool = True, compile: bool = False,
-                    as_2d: Optional[bool] = None) -> nn.Module:
+                    as_2d: Optional[bool] = None, precision: str = "fp32") -> nn.Module:
     """A copy of ``model`` ready for ``torch.inference_mode`` forwards on ``device``.
 
     ``as_2d`` (default: on the CPU without ``compile``) runs the convolutions as 2-D ones; with
     ``compile`` inductor's own packed 3-D convolutions were faster, and on CUDA cuDNN's 3-D
-    convolutions are kept (not measured there).
+    convolutions are kept (not measured there).  ``precision="bf16"`` on the CPU (one that
+    ``resolve_precision`` accepted) gives a ``CpuBfloat16`` network, its ReLUs fused into the
+    2-D convolutions.
     """
     fast = copy.deepcopy(model).eval()
     if fold_bn:
@@ -177,6 +259,10 @@ def inference_model(model: nn.Module, device: torch.device, fold_bn: bool = True
         as_2d = device.type == "cpu" and channels_last and not compile
     if as_2d:
         convs_as_2d(fast)
+    if precision == "bf16" and device.type == "cpu":
+        if as_2d and fused_relu_available():
+            fuse_relu(fast)
+        fast = CpuBfloat16(fast)
     if compile:
         fast = Compiled(fast)
     return fast
@@ -205,34 +291,49 @@ class Compiled(nn.Module):
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision to run at: fp16/bf16 need CUDA; on the CPU they fall back to fp32.
+    """The precision to run at.
 
-    PyTorch runs fp16/bf16 convolutions on CPUs without native support about 100x slower
-    than fp32 (measured on the 2-core development machine), so on the CPU we warn once and
-    keep fp32, as ``device=cuda`` without CUDA falls back to the CPU: one command line works
-    on GPU and CPU machines alike.
+    fp16 and bf16 run on CUDA (bf16 where the GPU supports it), and bf16 on a CPU with native
+    bfloat16 (AVX512_BF16 or AMX-BF16: ``utils.device.cpu_has_native_bf16``).  Elsewhere we
+    warn once and keep fp32, as ``device=cuda`` without CUDA falls back to the CPU: one command
+    line works on GPU and CPU machines alike.  Without native support PyTorch emulates
+    bfloat16 and fp16 far slower than fp32; fp16 on the CPU is not used even where the CPU has
+    it (AVX512-FP16): measured no faster than fp32 (docs/speed.md).
     """
-    name = getattr(precision, "value", precision)
-    if name not in DTYPES:
-        raise ValueError(f"precision: {name!r} is not supported; expected one of "
-                         f"{', '.join(DTYPES)}")
-    if name != "fp32" and device.type != "cuda":
-        log.warning("precision=%s is for CUDA devices; on %s it is far slower than fp32 "
-                    "(no native %s kernels), so fp32 is used", name, device.type, name)
-        return "fp32"
-    if name != "bf16":
+    name = getattr(precision, "value", precision)  # a valid option (utils.config.Precision)
+    if name == "fp32":
         return name
-    with torch.cuda.device(device):  # the GPU asked for, not the current one
-        bf16_ok = torch.cuda.is_bf16_supported()
-    if not bf16_ok:
-        raise ValueError(f"precision: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
-                         "use fp16 or fp32")
-    return name
+    if device.type == "cuda":
+        if name != "bf16":
+            return name
+        with torch.cuda.device(device):  # the GPU asked for, not the current one
+            bf16_ok = torch.cuda.is_bf16_supported()
+        if not bf16_ok:
+            raise ValueError(f"precision: bf16 is not supported by "
+                             f"{torch.cuda.get_device_name(device)}; use fp16 or fp32")
+        return name
+    native_bf16 = device.type == "cpu" and cpu_has_native_bf16()
+    if name == "bf16" and native_bf16:
+        return name
+    if device.type != "cpu":
+        log.warning("precision=%s runs on CUDA devices (bf16 also on CPUs with native "
+                    "bfloat16); on %s fp32 is used", name, device.type)
+    elif name == "bf16":
+        log.warning("precision=bf16 needs a CUDA device or a CPU with native bfloat16 "
+                    "(AVX512_BF16 or AMX); this CPU emulates it, far slower than fp32, so "
+                    "fp32 is used")
+    else:
+        log.warning("precision=fp16 runs on CUDA devices only: on the CPU it is no faster than "
+                    "fp32 (far slower without native fp16), so fp32 is used%s",
+                    "; this CPU has native bfloat16: precision=bf16 is faster" if native_bf16
+                    else "")
+    return "fp32"
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast context for ``precision`` (a no-op for fp32)."""
-    if precision == "fp32":
+    """The autocast context for ``precision`` on CUDA (a no-op for fp32, and on the CPU, where
+    a bf16 network is converted instead: ``CpuBfloat16``)."""
+    if precision == "fp32" or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 

@@ -77,6 +77,9 @@ class S3D(nn.Module):
     stride 1 and then averaged over time; ``logits`` (B, 400) come from the same pass.
     """
 
+    # kept float32 when the rest runs in bfloat16 (models.s3d.inference.CpuBfloat16)
+    FP32_MODULES = ("fc",)
+
     def __init__(self, num_classes: int = NUM_CLASSES):
         super().__init__()
         self.base = nn.Sequential(
@@ -100,7 +103,7 @@ class S3D(nn.Module):
         self.fc = nn.Sequential(nn.Conv3d(FEATURE_DIM, num_classes, 1, 1, bias=True))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        y = self.base(x)
+        y = self.base(x).float()  # pooled in float32 when the base runs in bfloat16
         y = F.avg_pool3d(y, (2, y.size(3), y.size(4)), stride=1)       # (B, 1024, T'-1, 1, 1)
         features = y.mean(dim=(2, 3, 4))
         logits = self.fc(y).mean(dim=(2, 3, 4))

@@ -2,9 +2,12 @@
 
 Checkpoints are read with ``torch.load(..., weights_only=True)``: a file can carry tensors,
 never code.  Loading is strict: every key and every shape, or an error that names them.
+A file is read once: its bytes give the git blob SHA-1 (the default file's check), the SHA-256
+(the run record's) and the tensors (``read_checkpoint``); a download is hashed as it arrives.
 """
 import hashlib
 import http.client
+import io
 import logging
 import os
 import pickle
@@ -14,6 +17,7 @@ import urllib.request
 import warnings
 import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -39,6 +43,13 @@ def git_blob_sha1(path: str) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1_of(data: bytes) -> str:
+    """``git_blob_sha1`` of bytes already read."""
+    digest = hashlib.sha1(f"blob {len(data)}\0".encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def state_dict_sha256(model: nn.Module) -> str:
     """A SHA-256 of a model's weights (keys, dtypes, shapes and bytes, in key order), for
     weights that come as an object rather than a file."""
@@ -55,8 +66,11 @@ def default_checkpoint_path() -> str:
 
 
 def download(url: str, dest: str, sha1: Optional[str], timeout: float = 60.0, *,
-             what: str = "the default S3D weights", option: str = "weights_path") -> str:
+             what: str = "the default S3D weights", option: str = "weights_path",
+             check_existing: bool = True) -> str:
     """Fetch ``url`` to ``dest`` unless a verified copy is there; verify its git blob SHA-1.
+
+    ``check_existing=False``: the caller found ``dest`` missing or wrong, download it anyway.
 
     The file is written through ``utils.files.AtomicFile`` and renamed into place only once
     verified, so a failed or interrupted download never leaves a file that looks done.
@@ -64,7 +78,7 @@ def download(url: str, dest: str, sha1: Optional[str], timeout: float = 60.0, *,
     is: only whole downloads get there).  ``what`` and ``option`` name the file and the
     option that replaces it in the messages.
     """
-    if os.path.isfile(dest):
+    if check_existing and os.path.isfile(dest):
         if sha1 is None or git_blob_sha1(dest) == sha1:
             return dest
         log.warning("%s: checksum mismatch, downloading it again", dest)
@@ -82,9 +96,14 @@ def download(url: str, dest: str, sha1: Optional[str], timeout: float = 60.0, *,
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 announced = resp.headers.get("Content-Length")
+                # hashed as it arrives when the size is announced (git's hash starts with it)
+                digest = (hashlib.sha1(f"blob {int(announced)}\0".encode())
+                          if announced is not None and announced.isdigit() else None)
                 received = 0
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.file.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     received += len(chunk)
             out.finish()
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
@@ -100,7 +119,9 @@ def download(url: str, dest: str, sha1: Optional[str], timeout: float = 60.0, *,
             raise WeightsError(f"cannot download {what} from {url} (the "
                                f"connection closed after {received} of {announced} bytes); "
                                f"{advice}")
-        got = git_blob_sha1(out.tmp) if sha1 is not None else None
+        got = None
+        if sha1 is not None:
+            got = digest.hexdigest() if digest is not None else git_blob_sha1(out.tmp)
         if got != sha1:
             raise WeightsError(f"downloaded {url} but its git blob SHA-1 is {got}, expected "
                                f"{sha1}; the file was discarded, {dest} not written")
@@ -114,29 +135,58 @@ _ZIP_MAGIC = b"PK\x03\x04"   # torch.save's default format is a zip archive
 _PICKLE_MAGIC = b"\x80"       # the legacy format is a pickle stream (protocol >= 2)
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat state dict (kylemin's ``module.`` prefix removed).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file, read once: its state dict and both hashes of its bytes."""
 
-    Both of ``torch.save``'s formats are read (zip archive and legacy pickle) with
-    ``weights_only=True``.  Any failure is a :class:`WeightsError` whose one-line message
-    names the file and the cause.
-    """
+    path: str
+    state: Dict[str, torch.Tensor]
+    sha256: str
+    git_sha1: str
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole file (what ``torch.load`` and both hashes read), or a ``WeightsError``."""
     if os.path.isdir(path):
         raise WeightsError(f"weights_path {path}: is a directory, expected a checkpoint file")
     if not os.path.isfile(path):
         raise WeightsError(f"weights_path {path}: no such file")
     try:
         with open(path, "rb") as f:
-            head = f.read(len(_ZIP_MAGIC))
+            return f.read()
     except OSError as e:
         raise WeightsError(f"weights_path {path}: cannot read it ({one_line(e.strerror or e, 200)})"
                            ) from None
+
+
+def read_checkpoint(path: str, data: Optional[bytes] = None) -> Checkpoint:
+    """``path`` read once (or its ``data``, already read): state dict, SHA-256, git blob SHA-1."""
+    if data is None:
+        data = read_bytes(path)
+    state = state_dict_from_bytes(path, data)
+    return Checkpoint(path, state, hashlib.sha256(data).hexdigest(), git_blob_sha1_of(data))
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat state dict (kylemin's ``module.`` prefix removed)."""
+    return state_dict_from_bytes(path, read_bytes(path))
+
+
+def state_dict_from_bytes(path: str, data: bytes) -> Dict[str, torch.Tensor]:
+    """A checkpoint's bytes (read from ``path``, named in the messages) as a flat state dict
+    (kylemin's ``module.`` prefix removed).
+
+    Both of ``torch.save``'s formats are read (zip archive and legacy pickle) with
+    ``weights_only=True``.  Any failure is a :class:`WeightsError` whose one-line message
+    names the file and the cause.
+    """
+    head = data[:len(_ZIP_MAGIC)]
     if not head:
         raise WeightsError(f"{path}: empty file (0 bytes), not a checkpoint")
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
         raise WeightsError(f"{path}: not a PyTorch checkpoint (starts with bytes {head.hex()}, "
                            f"neither a zip archive nor a pickle); corrupted or the wrong file")
-    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(io.BytesIO(data)):
         raise WeightsError(f"{path}: truncated or damaged checkpoint (a zip archive without its "
                            f"end record: an interrupted download or copy?)")
     try:
@@ -144,7 +194,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
             # Damaged legacy files make torch warn about an odd pickle protocol before failing;
             # the error below says it in one line.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # The weights-only unpickler names a refused global ("GLOBAL posix.system"); any
         # other unpickling failure is damaged data.
@@ -209,7 +259,25 @@ def resolve_weights(weights_path: Optional[str]) -> str:
     return download(DEFAULT_URL, default_checkpoint_path(), DEFAULT_SHA1)
 
 
+def load_checkpoint(model: nn.Module, weights_path: Optional[str]) -> Checkpoint:
+    """Load ``weights_path`` (or the default checkpoint, downloaded if missing or wrong) into
+    ``model``, reading the file once; the ``Checkpoint`` has its hashes (its ``state`` is the
+    model's now)."""
+    if weights_path:
+        ckpt = read_checkpoint(weights_path)
+    else:
+        dest = default_checkpoint_path()
+        data = read_bytes(dest) if os.path.isfile(dest) else None
+        if data is not None and git_blob_sha1_of(data) != DEFAULT_SHA1:
+            log.warning("%s: checksum mismatch, downloading it again", dest)
+            data = None
+        if data is None:
+            download(DEFAULT_URL, dest, DEFAULT_SHA1, check_existing=False)
+            data = read_bytes(dest)
+        ckpt = read_checkpoint(dest, data)
+    load_into(model, ckpt.state, ckpt.path)
+    return ckpt
+
+
 def load_weights(model: nn.Module, weights_path: Optional[str]) -> str:
-    path = resolve_weights(weights_path)
-    load_into(model, read_state_dict(path), path)
-    return path
+    return load_checkpoint(model, weights_path).path

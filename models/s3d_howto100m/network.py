@@ -156,6 +156,9 @@ class S3DG(nn.Module):
     space, ``embedding`` (B, 512) its image in the joint text-video space.
     """
 
+    # kept float32 when the rest runs in bfloat16 (models.s3d.inference.CpuBfloat16)
+    FP32_MODULES = ("fc",)
+
     def __init__(self):
         super().__init__()
         self.conv1 = Unit(24, 64, (2, 4, 4))
@@ -188,5 +191,5 @@ class S3DG(nn.Module):
             y = block(y)
         y = self.maxpool_5a(y)
         y = self.mixed_5c(self.mixed_5b(y))
-        features = y.mean(dim=(2, 3, 4))
+        features = y.float().mean(dim=(2, 3, 4))  # in float32 when the rest runs in bfloat16
         return features, self.fc(features)

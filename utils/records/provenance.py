@@ -73,15 +73,19 @@ def versions() -> Dict[str, Any]:
     import av
     import numpy
     import torch
-    import torchvision
 
-    try:
-        tool = importlib.metadata.version("s3d-video-features")
-    except importlib.metadata.PackageNotFoundError:
-        tool = "unknown (not installed)"
+    def installed(name: str, missing: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return missing
+
+    # torchvision's version from its metadata: importing it costs ~190 MB and a second
+    tool = installed("s3d-video-features", "unknown (not installed)")
     return {
         "tool": tool, "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "av": av.__version__, "numpy": numpy.__version__,
+        "torchvision": installed("torchvision", "not installed"), "av": av.__version__,
+        "numpy": numpy.__version__,
         "ffmpeg": {lib: ".".join(map(str, v)) for lib, v in sorted(av.library_versions.items())},
     }
 
