@@ -26,7 +26,7 @@ from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequ
 
 import h5py
 import numpy as np
-from h5py import h5a, h5g, h5l
+from h5py import h5a, h5g, h5l, h5o
 
 from utils.files import is_utf8
 from utils.inputs.paths import parse_shard_name, shard_suffix
@@ -41,6 +41,85 @@ CHUNK_ROWS = 4096
 # HDF5 >= 1.10 formats: dense attribute storage (any number of run records on the root
 # group) and a single-chunk index for a feature dataset (no B-tree per video)
 LIBVER = ("v110", "latest")
+# groups nested deeper than this (mirror layout folders) make a file damaged
+MAX_DEPTH = 200
+# deflate never expands data more than about 1032 times: a dataset that claims more bytes
+# than that many times what it has stored is not read (unallocated chunks read as fill)
+MAX_EXPANSION = 1100
+
+
+class LinkError(ValueError):
+    """An object of a features file that is not a hard link to a real group or dataset: a
+    soft or external link, a virtual dataset, a dataset in external files (never followed:
+    it could name any file, a FIFO, or a file outside the output folder)."""
+
+
+def _link_kind(link) -> str:
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link (to {link.filename}:{link.path})"
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link (to {link.path})"
+    return "a link of an unknown kind"
+
+
+def _text(name) -> str:
+    return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+
+
+def check_dataset(dset, where: str) -> None:
+    """``LinkError`` for a dataset whose data lives elsewhere (virtual, external storage)."""
+    if dset.is_virtual:
+        raise LinkError(f"'{where}' is a virtual dataset (its data is in other files)")
+    if dset.external:
+        raise LinkError(f"'{where}' is stored in external files")
+
+
+def check_size(dset, file_size: int, where: str) -> None:
+    """``ValueError`` for a dataset whose size the file's bytes cannot account for (checked
+    before it is read: a 2 GB unallocated dataset in a 64 KB file is never read)."""
+    nbytes = int(dset.size or 0) * dset.dtype.itemsize
+    if nbytes == 0:
+        return
+    stored = dset.id.get_storage_size()
+    if stored == 0 or stored > file_size or nbytes > MAX_EXPANSION * stored:
+        raise ValueError(f"'{where}' claims {nbytes} bytes of data but stores {stored} (in a "
+                         f"file of {file_size} bytes)")
+
+
+def hard_get(parent, name):
+    """The object at ``name`` under ``parent`` ('/'-separated, text or bytes), reached
+    through hard links only; None when it is not there (or a part is a dataset).
+    ``LinkError`` when a part is a soft or external link, or the object a virtual dataset or
+    one with external storage: nothing is opened through a link."""
+    sep = b"/" if isinstance(name, bytes) else "/"
+    parts = [p for p in name.split(sep) if p]
+    obj = parent
+    for i, part in enumerate(parts):
+        if not isinstance(obj, h5py.Group):
+            return None
+        link = obj.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise LinkError(f"'{_text(sep.join(parts[:i + 1]))}' is {_link_kind(link)}")
+        obj = obj[part]
+    if isinstance(obj, h5py.Dataset):
+        check_dataset(obj, _text(name))
+    return obj
+
+
+def video_datasets(group, keys: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The video group's datasets (``keys``: those, a missing one a ``KeyError``; None: every
+    dataset in it), unread; ``LinkError`` for a member that is a link, a virtual dataset or
+    one in external files."""
+    found: Dict[str, Any] = {}
+    for name in (keys if keys is not None else list(group)):
+        obj = hard_get(group, name)
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+        elif keys is not None:
+            raise KeyError(f"'{name}' is not a dataset of the video")
+    return found
 
 
 def h5_name(feature_type: str, shard: int, num_shards: int) -> str:
@@ -77,13 +156,23 @@ def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
     written before, or the folder of videos ``<name>/...`` in the mirror layout) keeps its
     groups: only its datasets and attributes are replaced."""
     parts = name.split("/")
-    for i in range(1, len(parts) + 1):  # never through (or over) another video's dataset
-        if isinstance(f.get("/".join(parts[:i])), h5py.Dataset):
-            raise ValueError(f"'{name}' cannot be stored: '{'/'.join(parts[:i])}' is a "
+    parent = f
+    for i, part in enumerate(parts):  # never through (or over) another video's dataset
+        link = parent.get(part, getlink=True)
+        if link is None:
+            break
+        if not isinstance(link, h5py.HardLink):  # never written through: replaced
+            del parent[part]
+            break
+        parent = parent[part]
+        if isinstance(parent, h5py.Dataset):
+            raise ValueError(f"'{name}' cannot be stored: '{'/'.join(parts[:i + 1])}' is a "
                              "dataset of another video")
-    group = f.get(name)
+    group = hard_get(f, name)
     if isinstance(group, h5py.Group):
-        folders = [key for key in arrays if isinstance(group.get(key), h5py.Group)]
+        folders = [key for key in arrays
+                   if isinstance(group.get(key, getlink=True), h5py.HardLink)
+                   and isinstance(group[key], h5py.Group)]
         if folders:
             raise ValueError(f"'{name}' cannot be stored: '{name}/{folders[0]}' holds the "
                              "groups of other videos")
@@ -142,11 +231,16 @@ def video_names(f, datasets: Container[str]) -> Iterator[str]:
     is opened once, for its ``video_path`` attribute.  ``datasets``: the keys; a video group's members of
     those names are its datasets and are not opened (a group cannot also hold a group of the
     same name).  Soft and external links are never followed."""
-    return _video_names(f.id, "", False, datasets, VIDEO_ATTR.encode())
+    return _video_names(f.id, "", False, datasets, VIDEO_ATTR.encode(), set(), 0)
 
 
 def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
-                 attr: bytes) -> Iterator[str]:
+                 attr: bytes, seen: set, depth: int) -> Iterator[str]:
+    """Each group is walked once (``seen``: object addresses; a group reached again by
+    another hard link is not listed twice: a DAG of links costs its size, not its paths),
+    and no deeper than ``MAX_DEPTH``."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"groups nested deeper than {MAX_DEPTH} levels (at '{prefix}')")
     links: List[bytes] = []
     gid.links.iterate(lambda name, info: links.append(name) if info.type == h5l.TYPE_HARD
                       else None, info=True)
@@ -158,21 +252,36 @@ def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
             child = h5g.open(gid, raw)
         except ValueError:  # not a group
             continue
+        addr = h5o.get_info(child).addr
+        if addr in seen:
+            continue
+        seen.add(addr)
         video = h5a.exists(child, attr)
         if video:
             yield prefix + name
-        yield from _video_names(child, prefix + name + "/", video, datasets, attr)
+        yield from _video_names(child, prefix + name + "/", video, datasets, attr, seen,
+                                depth + 1)
 
 
 def video_group(f, name: str):
-    """The group of the video named ``name``, or None."""
-    group = f.get(name)
+    """The group of the video named ``name``, or None; reached through hard links only
+    (``LinkError`` otherwise, see ``hard_get``)."""
+    group = hard_get(f, name)
     if not isinstance(group, h5py.Group) or VIDEO_ATTR not in group.attrs:
         return None
     return group
 
 
 def read_video(group, keys: Optional[Tuple[str, ...]] = None) -> Dict[str, np.ndarray]:
-    """The video's arrays (all keys, or ``keys``), read into memory."""
-    names = keys or [k for k in group if isinstance(group[k], h5py.Dataset)]
-    return {key: group[key][()] for key in names}
+    """The video's arrays (all keys, or ``keys``), read into memory: real datasets only
+    (``video_datasets``), each checked against the file's size first (``check_size``)."""
+    datasets = video_datasets(group, keys)
+    size = file_size(group)
+    for key, dset in datasets.items():
+        check_size(dset, size, f"{group.name}/{key}")
+    return {key: dset[()] for key, dset in datasets.items()}
+
+
+def file_size(obj) -> int:
+    """The size in bytes of the file holding ``obj``."""
+    return obj.file.id.get_filesize()

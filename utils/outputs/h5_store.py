@@ -320,18 +320,21 @@ class H5Store:
         if reader is None:
             return ""
         parts = name.split("/")
-        for i in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:i])
-            if isinstance(reader.get(prefix), h5py.Dataset):
-                return (f"{self.path} holds a dataset at '{prefix}', where the group of "
-                        f"'{name}' would go; rename the video or use another output_path")
-        group = reader.get(name)
-        if isinstance(group, h5py.Group):
-            for key in self.keys:
-                if isinstance(group.get(key), h5py.Group):
-                    return (f"{self.path} holds other videos under '{name}/{key}', where "
-                            f"'{name}' would store its {key}; rename the video or use another "
-                            "output_path")
+        try:  # through hard links only: a link is replaced by a real group when written
+            for i in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:i])
+                if isinstance(h5_format.hard_get(reader, prefix), h5py.Dataset):
+                    return (f"{self.path} holds a dataset at '{prefix}', where the group of "
+                            f"'{name}' would go; rename the video or use another output_path")
+            group = h5_format.hard_get(reader, name)
+            if isinstance(group, h5py.Group):
+                for key in self.keys:
+                    if isinstance(h5_format.hard_get(group, key), h5py.Group):
+                        return (f"{self.path} holds other videos under '{name}/{key}', where "
+                                f"'{name}' would store its {key}; rename the video or use "
+                                "another output_path")
+        except h5_format.LinkError:
+            return ""
         return ""
 
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
@@ -340,12 +343,19 @@ class H5Store:
         if not is_utf8(name):
             return None
         for reader in self._readers:
-            group = h5_format.video_group(reader, name)
-            if group is None:
-                continue
             try:
-                done = arrays_complete(group, self.features)
-            except (OSError, KeyError, ValueError):
+                group = h5_format.video_group(reader, name)
+                if group is None:
+                    continue
+                datasets = h5_format.video_datasets(group)
+                size = h5_format.file_size(reader)
+                for key, dset in datasets.items():
+                    h5_format.check_size(dset, size, f"{name}/{key}")
+                done = arrays_complete(datasets, self.features)
+            except (OSError, KeyError, ValueError) as e:
+                if isinstance(e, ValueError):  # a link, or a size the file cannot hold
+                    log.warning("%s: video '%s' is damaged (%s); it is extracted again",
+                                reader.filename, name, one_line(e))
                 done = None
             if done is not None:
                 if reader.filename != self.path:

@@ -252,7 +252,10 @@ class H5Features(Features):
     def _group(self, name: str):
         i = self._where[name]
         # a link name that is not UTF-8 was listed with surrogateescape: looked up by its bytes
-        group = h5_format.video_group(self._file(i), name.encode("utf-8", "surrogateescape"))
+        try:
+            group = h5_format.video_group(self._file(i), name.encode("utf-8", "surrogateescape"))
+        except h5_format.LinkError as e:
+            raise OutputError(f"{self.paths[i]}: damaged ({one_line(e)})") from None
         if group is None:
             raise OutputError(f"{self.paths[i]}: video {name!r} is no longer there")
         return group
@@ -269,9 +272,8 @@ class H5Features(Features):
     def shapes(self, name):
         group = self._group(name)
         try:
-            return {key: (group[key].shape, group[key].dtype) for key in group
-                    if isinstance(group.get(key, getclass=True), type)
-                    and issubclass(group.get(key, getclass=True), h5py.Dataset)}
+            return {key: (dset.shape, dset.dtype)
+                    for key, dset in h5_format.video_datasets(group).items()}
         except Exception as e:  # noqa: BLE001
             raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
                               f"({one_line(e)})") from None
