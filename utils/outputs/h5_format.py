@@ -54,11 +54,16 @@ class LinkError(ValueError):
     it could name any file, a FIFO, or a file outside the output folder)."""
 
 
-def _link_kind(link) -> str:
-    if isinstance(link, h5py.ExternalLink):
-        return f"an external link (to {link.filename}:{link.path})"
-    if isinstance(link, h5py.SoftLink):
-        return f"a soft link (to {link.path})"
+def _link_kind(links, raw: bytes, kind: int) -> str:
+    try:
+        value = links.get_val(raw)
+    except (KeyError, ValueError, OSError):
+        value = None
+    if kind == h5l.TYPE_EXTERNAL:
+        where = f" (to {_text(value[0])}:{_text(value[1])})" if value else ""
+        return f"an external link{where}"
+    if kind == h5l.TYPE_SOFT:
+        return f"a soft link (to {_text(value)})" if value else "a soft link"
     return "a link of an unknown kind"
 
 
@@ -97,11 +102,15 @@ def hard_get(parent, name):
     for i, part in enumerate(parts):
         if not isinstance(obj, h5py.Group):
             return None
-        link = obj.get(part, getlink=True)
-        if link is None:
+        # the link itself, by its bytes (a name that is not UTF-8 too), never its target
+        raw = part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
+        links = obj.id.links
+        if not links.exists(raw):
             return None
-        if not isinstance(link, h5py.HardLink):
-            raise LinkError(f"'{_text(sep.join(parts[:i + 1]))}' is {_link_kind(link)}")
+        kind = links.get_info(raw).type
+        if kind != h5l.TYPE_HARD:
+            raise LinkError(f"'{_text(sep.join(parts[:i + 1]))}' is "
+                            f"{_link_kind(links, raw, kind)}")
         obj = obj[part]
     if isinstance(obj, h5py.Dataset):
         check_dataset(obj, _text(name))
@@ -237,8 +246,8 @@ def video_names(f, datasets: Container[str]) -> Iterator[str]:
 def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
                  attr: bytes, seen: set, depth: int) -> Iterator[str]:
     """Each group is walked once (``seen``: object addresses; a group reached again by
-    another hard link is not listed twice: a DAG of links costs its size, not its paths),
-    and no deeper than ``MAX_DEPTH``."""
+    another hard link is listed under that name too, but not walked again: a DAG of links
+    costs its links, not its paths), and no deeper than ``MAX_DEPTH``."""
     if depth > MAX_DEPTH:
         raise ValueError(f"groups nested deeper than {MAX_DEPTH} levels (at '{prefix}')")
     links: List[bytes] = []
@@ -252,13 +261,13 @@ def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
             child = h5g.open(gid, raw)
         except ValueError:  # not a group
             continue
+        video = h5a.exists(child, attr)
+        if video:
+            yield prefix + name
         addr = h5o.get_info(child).addr
         if addr in seen:
             continue
         seen.add(addr)
-        video = h5a.exists(child, attr)
-        if video:
-            yield prefix + name
         yield from _video_names(child, prefix + name + "/", video, datasets, attr, seen,
                                 depth + 1)
 

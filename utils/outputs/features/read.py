@@ -141,8 +141,14 @@ class FileFeatures(Features):
             try:
                 with open(path, "rb") as f:
                     shape, _, dtype = read_npy_header(f)
+                    data, size = f.tell(), os.fstat(f.fileno()).st_size
             except Exception as e:  # noqa: BLE001
                 raise OutputError(f"{path}: cannot be read ({one_line(e)})") from None
+            # the header is checked against the file's size: it could claim any shape
+            need = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+            if not dtype.hasobject and data + need > size:
+                raise OutputError(f"{path}: damaged (its header claims shape {shape}, {need} "
+                                  f"bytes of data, but the file holds {size - data})")
             found[key] = (shape, dtype)
         return found
 

@@ -1,9 +1,13 @@
 """``summary``: a folder's (or file's) videos, stacks and the shapes of each key, from shapes
 alone."""
+import logging
 from collections import Counter
 from typing import Any, Dict, Optional, Tuple
 
+from utils.outputs.features.names import OutputError
 from utils.outputs.features.read import Features
+
+log = logging.getLogger(__name__)
 
 
 def _shape_text(shape: Tuple[int, ...], tv: Optional[int]) -> str:
@@ -15,10 +19,15 @@ def _shape_text(shape: Tuple[int, ...], tv: Optional[int]) -> str:
 def summarize(features: Features) -> Dict[str, Any]:
     """Videos, stacks (Tv summed), and each key's shapes and dtypes (with how many videos
     have each), from shapes alone (HDF5 and ``.npy``: no data read)."""
-    stacks = 0
+    stacks = damaged = 0
     variants: Dict[str, Counter] = {}
     for name in features:
-        shapes = features.shapes(name)
+        try:
+            shapes = features.shapes(name)
+        except OutputError as e:  # one damaged video: one warning, not the summary
+            log.warning("%s; not counted", e)
+            damaged += 1
+            continue
         stamps = shapes.get("timestamps_ms")
         tv = stamps[0][0] if stamps and len(stamps[0]) == 2 else None
         stacks += tv or 0
@@ -28,7 +37,8 @@ def summarize(features: Features) -> Dict[str, Any]:
     return {
         "source": features.source, "format": features.format,
         "files": list(getattr(features, "paths", [])) or None,
-        "feature_type": features.feature_type, "videos": len(features), "stacks": stacks,
+        "feature_type": features.feature_type, "videos": len(features) - damaged,
+        "damaged": damaged, "stacks": stacks,
         "keys": {key: [{"shape": shape, "dtype": dtype, "videos": n}
                        for (shape, dtype), n in variants[key].most_common()]
                  for key in order if key in variants},
@@ -47,6 +57,8 @@ def format_features_summary(s: Dict[str, Any]) -> str:
         variants = "; ".join(f"{v['shape']} {v['dtype']}"
                           + (f" ({v['videos']} videos)" if len(found) > 1 else "") for v in found)
         lines.append(f"  {key}: {variants}")
+    if s.get("damaged"):
+        lines.append(f"damaged: {s['damaged']} video(s) that cannot be read, not counted")
     if s["incomplete"]:
         lines.append(f"incomplete: {s['incomplete']} video(s) lacking key files, not counted")
     return "\n".join(lines)
