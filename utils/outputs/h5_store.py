@@ -81,13 +81,22 @@ def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarr
     short by a kill: logged and ignored)."""
     fd = open_regular(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
+        end = os.fstat(fd).st_size
         while True:
+            at = f.tell()
             frame = f.read(_FRAME.size)
             if not frame:
                 return
             ok = len(frame) == _FRAME.size
             if ok:
                 magic, size = _FRAME.unpack(frame)
+                if magic == _MAGIC and size > end - at - _FRAME.size - _DIGEST:
+                    # never read: a length beyond the file is damage (or a cut write)
+                    log.warning("%s: the record at offset %d claims %d bytes, more than the "
+                                "file holds (%d bytes); it and the rest of the journal are "
+                                "ignored, the videos they held are extracted again", path, at,
+                                size, end)
+                    return
                 payload = f.read(size) if magic == _MAGIC else b""
                 digest = f.read(_DIGEST)
                 ok = (magic == _MAGIC and len(payload) == size
