@@ -219,9 +219,12 @@ def _entries(video_paths: Any,
         yield from list_file_entries(file_with_video_paths)
 
 
-def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> List[str]:
+def collect_paths(video_paths: Any, file_with_video_paths: Optional[str],
+                  exclude: Sequence[Optional[str]] = ()) -> List[str]:
     """Inputs in the order given: ``video_paths`` (one path or a list), then the list file's
-    lines; a folder or pattern stands for its sorted expansion there (``expand_entry``).
+    lines; a folder or pattern stands for its sorted expansion there (``expand_entry``),
+    without the files under the folders of ``exclude`` (output_path, tmp_path: a run never
+    ingests its own outputs or kept videos), with a warning naming how many were left out.
 
     The list file may also be JSON lines with a ``"path"`` in each record (``failed.jsonl``).
     A path listed twice is kept once (its first place), with a warning: one a path named
@@ -229,6 +232,7 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
     pattern that gives no video, or an unreadable folder, is an ``InputError`` naming it.
     """
     unique: Dict[str, None] = {}
+    excluded = [os.path.realpath(to_absolute_path(x)) for x in exclude if x]
     for number, entry in _entries(video_paths, file_with_video_paths):
         try:
             paths, expanded = expand_entry(entry)
@@ -245,6 +249,12 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
                 log.warning("%s is listed more than once; extracting it once", paths[0])
             unique[paths[0]] = None
             continue
+        kept = [p for p in paths if not _under(p, excluded)]
+        if len(kept) < len(paths):
+            log.warning("%s: %d of its %d video files are under output_path or tmp_path and "
+                        "are not inputs", printable_path(entry), len(paths) - len(kept),
+                        len(paths))
+        paths = kept
         before = len(unique)
         unique.update(dict.fromkeys(paths))
         repeated = len(paths) - (len(unique) - before)
@@ -252,6 +262,14 @@ def collect_paths(video_paths: Any, file_with_video_paths: Optional[str]) -> Lis
             log.warning("%s: %d of its %d video files are already listed; extracting each once",
                         printable_path(entry), repeated, len(paths))
     return list(unique)
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    """Is ``path`` (its real location) in one of ``folders`` (real paths)?"""
+    if not folders:
+        return False
+    real = os.path.realpath(path)
+    return any(real == f or real.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
 
 
 def shard_of(index: int, num_shards: int) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 from utils.config import ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.networks import network
-from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError
+from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError, one_line
 from utils.inputs.paths import collect_paths, shard_paths
 from utils.outputs.naming import output_names, output_root
 from utils.outputs.store import STORES, Store
@@ -109,7 +109,8 @@ def run(cfg: ExtractionConfig,
 
 def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     started = time.time()
-    paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths)
+    paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths,
+                          exclude=(cfg.output_path, cfg.tmp_path))
     # named on the whole list, so every shard agrees
     spec = network(cfg.feature_type)
     names = output_names(paths, spec.keys, cfg.output_layout.value, cfg.input_root)
@@ -269,10 +270,17 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
                 store.write(name, arrays, path)
             else:
                 print_features(path, arrays, network(cfg.feature_type).keys)
-        except OSError as e:
-            log.debug("traceback for %s", path, exc_info=True)
-            where = getattr(e, "filename", None) or os.path.dirname(next(iter(files.values()), ""))
-            report.add_failed(path, "write", f"{e.strerror or e}: {where}")
+        except Exception as e:  # noqa: BLE001 - one video's failure, never the run's
+            # (KeyboardInterrupt, SystemExit and a launcher's own exceptions still stop it)
+            if isinstance(e, OSError):
+                log.debug("traceback for %s", path, exc_info=True)
+                where = getattr(e, "filename", None) or os.path.dirname(
+                    next(iter(files.values()), ""))
+                report.add_failed(path, "write", f"{e.strerror or e}: {where}")
+            else:
+                log.error("unexpected error writing %s (please report it with this "
+                          "traceback)", path, exc_info=True)
+                report.add_failed(path, "write", f"{type(e).__name__}: {one_line(e)}")
             return
         seconds = spans[-1][1] / 1000.0 if spans else 0.0
         report.add_done(path, files, len(spans), seconds, warnings)
