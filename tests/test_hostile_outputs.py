@@ -125,3 +125,188 @@ def test_a_dataset_that_is_a_link_or_virtual_never_hangs_and_is_redone(
     got = _features(out)
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value)
+
+
+def _features_cli(*args, timeout=60, memory=None):
+    """``python -m utils.features ARGS`` (``memory``: an address-space cap in bytes)."""
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return subprocess.run([sys.executable, "-m", "utils.features", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=cap if memory else None)
+
+
+def _ours(path):
+    f = h5py.File(path, "w", libver=("v110", "latest"))
+    f.attrs["format"] = "s3d-video-features/h5/1"
+    f.attrs["feature_type"] = "s3d"
+    f.attrs["generation"] = 1
+    return f
+
+
+def test_a_hard_link_dag_is_walked_once(tmp_path):
+    """Two hard links per level, 40 levels: 2^40 paths to one video; each group is walked
+    once, so the video is listed once (a second hard link to a video group is a second name
+    of it: tests/test_features_loader.py)."""
+    path = str(tmp_path / H5)
+    with _ours(path) as f:
+        level = f.create_group("l0")
+        f["l0b"] = level
+        for i in range(1, 41):
+            nxt = level.create_group(f"a{i}")
+            level[f"b{i}"] = nxt
+            level = nxt
+        level = level.create_group("v")
+        level.attrs["video_path"] = "/v/deep.mp4"
+        level.create_dataset("s3d", data=np.ones((2, 1024), np.float32))
+        level.create_dataset("timestamps_ms", data=np.arange(4.0).reshape(2, 2))
+        level.create_dataset("fps", data=np.float64(25))
+    code = ("import time, sys; from utils.outputs.features import load, summarize; "
+            "t = time.perf_counter(); s = summarize(load(sys.argv[1])); "
+            "print(s['videos'], s['stacks'], time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code, path], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    videos, stacks, seconds = proc.stdout.split()
+    assert (videos, stacks) == ("1", "2")
+    assert float(seconds) < 1.0
+
+
+def test_an_unallocated_2gb_dataset_in_a_small_file_is_never_read(tmp_path):
+    rows = 2**19  # (2^19, 1024) float32: 2 GiB, none of it stored
+    path = str(tmp_path / H5)
+    with _ours(path) as f:
+        g = f.create_group("clip")
+        g.attrs["video_path"] = "/v/clip.mp4"
+        g.create_dataset("s3d", shape=(rows, 1024), dtype="f4", chunks=(4096, 1024),
+                         compression="gzip")
+        g.create_dataset("timestamps_ms", shape=(rows, 2), dtype="f8")
+        g.create_dataset("fps", data=np.float64(25))
+    assert os.path.getsize(path) < 64 * 1024
+    code = ("import sys; from utils.outputs.features import load, OutputError\n"
+            "try:\n    load(sys.argv[1])['clip']\nexcept OutputError as e:\n    print(e)\n")
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+    proc = subprocess.run([sys.executable, "-c", code, path], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, preexec_fn=cap)
+    assert proc.returncode == 0, proc.stderr
+    assert path in proc.stdout and "claims 2147483648 bytes" in proc.stdout
+
+
+def test_an_npy_header_claiming_a_trillion_rows_is_one_warning_in_summary(tmp_path):
+    root = tmp_path / "out" / "s3d"
+    root.mkdir(parents=True)
+    for stem, rows in (("good", 3), ("planted", 3)):
+        np.save(root / f"{stem}_s3d.npy", np.ones((rows, 1024), np.float32))
+        np.save(root / f"{stem}_timestamps_ms.npy", np.arange(rows * 2.0).reshape(rows, 2))
+        np.save(root / f"{stem}_fps.npy", np.float64(25))
+    planted = root / "planted_timestamps_ms.npy"
+    data = planted.read_bytes()  # the same header length, a shape of 10^12 rows
+    header = data[:128].replace(b"(3, 2)", b"(1000000000000, 2)".ljust(6))
+    header_len = int.from_bytes(data[8:10], "little") + 10
+    text = data[10:header_len].replace(b"(3, 2), }", b"(1000000000000, 2), }")
+    text = text.rstrip(b" \n")[: header_len - 11].ljust(header_len - 11) + b"\n"
+    planted.write_bytes(data[:10] + text + data[header_len:])
+    proc = _features_cli("summary", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "stacks: 3 " in proc.stdout and "videos: 1" in proc.stdout
+    assert "damaged: 1" in proc.stdout
+    [warning] = [ln for ln in proc.stderr.splitlines() if "WARNING" in ln]
+    assert str(planted) in warning and "1000000000000" in warning
+
+
+def test_a_journal_frame_longer_than_the_file_is_one_warning(random_checkpoint, clip, made,
+                                                              tmp_path):
+    from utils.outputs import h5_store
+    out, h5, want = _first_run(made, tmp_path)
+    with h5py.File(h5, "r") as f:
+        generation = int(f.attrs["generation"])
+    journal = h5_store.journal_path(h5)
+    header = h5_store._encode({"generation": generation, "feature_type": "s3d", "run": "x",
+                               "record": {}})
+    with open(journal, "wb") as f:  # a frame whose length says 2^40 bytes
+        f.write(header + b"S3DJ" + (2**40).to_bytes(8, "little") + b"x" * 64)
+    again = _run(random_checkpoint, out, [clip], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert "done 0, skipped 1" in _done_line(again)
+    [warning] = [ln for ln in again.stderr.splitlines() if journal in ln]
+    assert f"offset {len(header)}" in warning and str(2**40) in warning
+    assert not os.path.exists(journal)
+    got = _features(out)
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value)
+
+
+def _remove_chain(top: str) -> None:
+    """Remove ``top/d/d/...`` without recursing (shutil.rmtree and pytest's clean-up of old
+    temporary folders recurse once a level): the chain is moved up one level at a time."""
+    inner, spare = os.path.join(top, "d"), os.path.join(top, "d.next")
+    while os.path.isdir(inner) and not os.path.islink(inner):
+        for entry in os.listdir(inner):
+            if entry != "d":
+                path = os.path.join(inner, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+        if os.path.isdir(os.path.join(inner, "d")):
+            os.rename(os.path.join(inner, "d"), spare)
+        os.rmdir(inner)
+        if os.path.isdir(spare):
+            os.rename(spare, inner)
+
+
+def test_a_path_1000_folders_deep_is_that_videos_failure_only(random_checkpoint, clip,
+                                                              tmp_path):
+    try:
+        _deep_path_run(random_checkpoint, clip, tmp_path)
+    finally:
+        _remove_chain(str(tmp_path / "in"))
+        _remove_chain(str(tmp_path / "out" / "s3d"))
+
+
+def _deep_path_run(random_checkpoint, clip, tmp_path):
+    """Mirror layout: its output folder is 1,000 levels deep (os.makedirs recurses once a
+    level: RecursionError); the other video is done and the run ends with its summary."""
+    top = tmp_path / "in"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(1000):  # os.makedirs itself would recurse too deep
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+    finally:
+        os.close(fd)
+    deep = str(top) + "/d" * 1000 + "/clip.mp4"
+    shutil.copyfile(clip, deep)
+    near = str(top / "near.mp4")
+    shutil.copyfile(clip, near)
+    out = str(tmp_path / "out")
+    proc = _run(random_checkpoint, out, [near, deep], tmp_path, on_extraction="save_numpy",
+                output_layout="mirror", input_root=str(top))
+    assert proc.returncode == 1, proc.stderr
+    assert "done 1, skipped 0 (already present), failed 1" in _done_line(proc)
+    [failed] = read_jsonl(os.path.join(out, "s3d", "failed.jsonl"))
+    assert failed["path"] == deep and "RecursionError" in failed["message"]
+    assert os.path.exists(os.path.join(out, "s3d", "near_s3d.npy"))
+
+
+def test_a_folder_input_covering_output_path_and_tmp_path_leaves_them_out(random_checkpoint,
+                                                                         clip, tmp_path):
+    top = tmp_path / "in"
+    for sub in ("out", "tmp"):
+        (top / sub).mkdir(parents=True)
+        shutil.copyfile(clip, top / sub / f"planted_{sub}.mp4")
+    shutil.copyfile(clip, top / "a.mp4")
+    proc = _run(random_checkpoint, str(top / "out"), [str(top)], tmp_path,
+                on_extraction="save_numpy", tmp_path=str(top / "tmp"))
+    assert proc.returncode == 0, proc.stderr
+    assert "done 1, skipped 0 (already present), failed 0" in _done_line(proc)
+    manifest = read_jsonl(os.path.join(top, "out", "s3d", "manifest-0-of-1.jsonl"))
+    assert [r["path"] for r in manifest] == [str(top / "a.mp4")]
+    assert any("2 of its 3 video files are under output_path or tmp_path" in ln
+               for ln in proc.stderr.splitlines())
