@@ -181,3 +181,17 @@ def test_the_page_in_a_browser(page):
         assert urllib.parse.unquote(address) == "file://" + hit["path"]
         assert fragment == f"t={hit['start_ms'] / 1000:.3f},{hit['end_ms'] / 1000:.3f}"
     shutil.copy(shot, work / "page.png")
+
+
+def test_one_section_per_query(tmp_path):
+    from models.s3d_howto100m.search import Hit
+    from models.s3d_howto100m.search_page import write_page
+
+    page = tmp_path / "page.html"
+    hits = [[Hit(str(tmp_path / "a.mp4"), 61000.0, 64200.0, 2.5)], []]
+    write_page(str(page), ["first <query>", "second"], hits)
+    text = page.read_text(encoding="utf-8")
+    assert text.count('<section class="query">') == 2
+    assert "<h2>query: <q>first &lt;query&gt;</q></h2>" in text and "<p>no hits</p>" in text
+    assert '<div class="span" title="61.00-64.20 s">1:01&ndash;1:04</div>' in text
+    assert "<video" not in text and "the source cannot be found" in text

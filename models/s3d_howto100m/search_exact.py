@@ -6,14 +6,16 @@ same videos, stacks, order and scores (float64 dot products of the stored float3
 
 With an index (``search_index``), the float16 matrix only chooses which videos to read:
 
-1. each fresh row r gets, for each query q, its float16 score s(r, q) (float32 GEMM) and a
-   margin m(r, q) = REL_MARGIN |q| |row| + ABS_MARGIN |q|_1 that bounds its distance to the
-   exact score (float16 rounding of each value: 2^-11 relative, 2^-25 absolute below
-   float16's normal range; float32 summation of 512 products: 512 * 2^-24 relative);
-2. the k-th largest lower bound s - m over the rows is at most the true k-th best score, so
-   every row of the true top k has s + m at least that: those rows' videos are candidates;
+1. each fresh row gets, for each query q, its float16 score (float32 GEMM), within
+   m(q) = REL_MARGIN |q| max_norm + ABS_MARGIN |q|_1 of the exact score (float16 rounding
+   of each value: 2^-11 relative, 2^-25 absolute below float16's normal range; float32
+   summation of 512 products: 512 * 2^-24 relative; ``max_norm``: the largest row norm);
+2. the true k-th best score is at least the k-th best float16 score minus m(q), so every
+   row of the true top k has a float16 score of at least that minus m(q): those rows'
+   videos are the candidates;
 3. the candidates, and the videos the index cannot answer for (added or changed since it was
-   built, or values float16 cannot hold), are read from their files and scored exactly.
+   built, unreadable, or values float16 cannot hold), are read from their files and scored
+   exactly.
 
 A video the index holds that is no longer searchable (failed since, removed from the
 manifests) or whose identity changed is never answered from its rows.
@@ -83,32 +85,38 @@ def candidate_videos(index: Index, fresh: np.ndarray, queries: np.ndarray,
     valid = np.repeat(fresh, index.counts)
     q32 = np.ascontiguousarray(queries, dtype=np.float32)
     q64 = q32.astype(np.float64)
-    q_norm, q_l1 = np.linalg.norm(q64, axis=1), np.abs(q64).sum(axis=1)
-    floor = np.full(len(q32), -np.inf)  # per query: the k-th largest lower bound so far
-    lows = np.empty((0, len(q32)))
-    kept_rows, kept_cols, kept_high = [], [], []
+    margin = REL_MARGIN * index.max_norm * np.linalg.norm(q64, axis=1) \
+        + ABS_MARGIN * np.abs(q64).sum(axis=1)
+    best = np.empty((0, len(q32)), np.float32)  # per query: the top_k float16 scores so far
+    cut = np.full(len(q32), -np.inf, np.float32)
+    kept_rows, kept_cols, kept_scores = [], [], []
     for start in range(0, index.rows, CHUNK_ROWS):
         ok = valid[start:start + CHUNK_ROWS]
         if not ok.any():
             continue
-        block = np.asarray(index.matrix[start:start + CHUNK_ROWS], dtype=np.float32)
-        scores = (block @ q32.T).astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-        margin = REL_MARGIN * norms[:, None] * q_norm[None, :] + ABS_MARGIN * q_l1[None, :]
-        lows = np.concatenate([lows, np.where(ok[:, None], scores - margin, -np.inf)])
-        if len(lows) > top_k:
-            lows = -np.partition(-lows, top_k - 1, axis=0)[:top_k]
-        if len(lows) >= top_k:
-            floor = lows.min(axis=0)
-        high = scores + margin
-        rows, cols = np.nonzero(ok[:, None] & (high >= floor[None, :]))
+        scores = np.asarray(index.matrix[start:start + CHUNK_ROWS], dtype=np.float32) @ q32.T
+        if not ok.all():
+            scores[~ok] = -np.inf
+        best = np.concatenate([best, scores])
+        if len(best) > top_k:
+            best = -np.partition(-best, top_k - 1, axis=0)[:top_k]
+        if len(best) >= top_k:
+            # a row of the true top k scores at least (k-th best - margin), so its float16
+            # score is at least (k-th best - 2 margin); rounded down in float32
+            cut64 = best.min(axis=0).astype(np.float64) - 2 * margin
+            cut = cut64.astype(np.float32)
+            cut = np.where(cut > cut64, np.nextafter(cut, np.float32(-np.inf)), cut)
+        keep = scores >= cut[None, :]
+        if not ok.all():
+            keep &= ok[:, None]
+        rows, cols = np.nonzero(keep)
         kept_rows.append(rows + start)
         kept_cols.append(cols)
-        kept_high.append(high[rows, cols])
+        kept_scores.append(scores[rows, cols])
     if not kept_rows:
         return np.zeros(0, np.int64)
-    rows, cols, high = (np.concatenate(a) for a in (kept_rows, kept_cols, kept_high))
-    rows = rows[high >= floor[cols]]  # the floor only rose: a final, tighter cut
+    rows, cols, scores = (np.concatenate(a) for a in (kept_rows, kept_cols, kept_scores))
+    rows = rows[scores >= cut[cols]]  # the cut only rose: the final, tighter one
     return np.unique(np.searchsorted(index.starts, rows, side="right") - 1)
 
 

@@ -7,7 +7,7 @@ writes two files into the feature folder (``<output_path>/s3d_howto100m``), toge
 
 - ``search-index.npy``: (rows, 512) float16, the ``video_embedding`` rows of every video,
   video after video (memory-mapped by the search);
-- ``search-index.json``: ``videos``: ``[path, identity, first row, rows]`` of each indexed
+- ``search-index.json``: ``max_norm``, the largest L2 norm of a row; ``videos``: ``[path, identity, first row, rows]`` of each indexed
   video, in row order (row ``first + i`` is its stack ``i``), and ``unindexed``:
   ``[path, identity]`` of videos that were unreadable or whose values float16 cannot hold
   (the search reads them from their files, with no hint to rebuild while they stay so).
@@ -37,7 +37,6 @@ from models.s3d_howto100m import search as base
 from models.s3d_howto100m.spec import EMBEDDING_DIM, EMBEDDING_KEY
 from utils.errors import one_line
 from utils.files import atomic_write_all, open_regular
-from utils.outputs.features import locate
 from utils.records.manifests import latest_records
 
 log = logging.getLogger(__name__)
@@ -68,24 +67,33 @@ class Entry:
     identity: Optional[str]  # None: unknown (a missing output, a link): never from the index
 
 
-def identity_of(folder: str, record) -> Optional[str]:
+def _roots(folder: str) -> List[str]:
+    """The folder as manifests may name it: absolute, and with its links resolved."""
+    found = [os.path.abspath(folder), os.path.realpath(folder)]
+    return [root.rstrip(os.sep) + os.sep for root in dict.fromkeys(found)]
+
+
+def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optional[str]:
     """The video's identity (see the module's doc), or None when an output is missing, is a
-    link or not a regular file, or lies outside ``folder``."""
+    link or not a regular file, or lies outside ``folder`` (as ``utils.outputs.features.locate``
+    places a manifest's locations: relative ones in ``folder``, ``<file>.h5/<name>/<key>``)."""
     outputs = field_of(record, "outputs")
     if not isinstance(outputs, dict):
         return None
+    roots = roots or _roots(folder)
     parts: list = [field_of(record, "run"), field_of(record, "Tv")]
     for key in (EMBEDDING_KEY, "timestamps_ms"):
         location = outputs.get(key)
         if not isinstance(location, str):
             return None
-        found = locate(folder, location)
-        rel = os.path.relpath(os.path.join(folder, location), folder)
-        if found is None or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        path = os.path.normpath(os.path.join(roots[0], location))
+        root = next((r for r in roots if path.startswith(r)), None)
+        if root is None:
             return None
-        target = os.path.join(folder, rel.split(os.sep)[0] if found[0] == "h5" else rel)
+        rel = path[len(root):].split(os.sep)
+        h5 = len(rel) >= 3 and rel[0].endswith(".h5")
         try:
-            st = os.lstat(target)
+            st = os.lstat(root + rel[0] if h5 else path)
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
@@ -96,10 +104,11 @@ def identity_of(folder: str, record) -> Optional[str]:
 
 def searchable(folder: str) -> List[Entry]:
     """Every video of the folder's manifests whose latest record made its outputs."""
+    roots = _roots(folder)
     entries = []
     for path, record in latest_records(folder).items():
         if field_of(record, "status") in MADE:
-            entries.append(Entry(path, record, identity_of(folder, record)))
+            entries.append(Entry(path, record, identity_of(folder, record, roots)))
     return entries
 
 
@@ -121,6 +130,7 @@ class Index:
     identities: List[Optional[str]]
     starts: np.ndarray  # int64, first row of each video
     counts: np.ndarray  # int64, its rows
+    max_norm: float  # the largest L2 norm of a row (as float16)
     unindexed: Dict[str, Optional[str]] = field(default_factory=dict)  # path -> identity
 
     @property
@@ -185,6 +195,10 @@ def _entries(meta: dict) -> Tuple[List[list], List[list]]:
             raise ValueError("an unindexed video is not [path, identity]")
     if row != meta.get("rows"):
         raise ValueError(f"the videos hold {row} rows, not {meta.get('rows')!r}")
+    norm = meta.get("max_norm")
+    if not (isinstance(norm, (int, float)) and not isinstance(norm, bool)
+            and np.isfinite(norm) and norm >= 0):
+        raise ValueError(f"max_norm {norm!r} is not a number >= 0")
     paths = [v[0] for v in videos] + [v[0] for v in unindexed]
     if len(set(paths)) != len(paths):
         raise ValueError("a video is listed twice")
@@ -208,7 +222,7 @@ def open_index(folder: str, quiet: bool = False) -> Optional[Index]:
         return None
     return Index(matrix, [v[0] for v in videos], [v[1] for v in videos],
                  np.array([v[2] for v in videos], np.int64),
-                 np.array([v[3] for v in videos], np.int64),
+                 np.array([v[3] for v in videos], np.int64), float(meta["max_norm"]),
                  {v[0]: v[1] for v in unindexed})
 
 
@@ -243,6 +257,7 @@ def build(folder: str) -> Built:
     done = Built()
     videos: List[list] = []
     unindexed: List[list] = []
+    max_norm = 0.0
     outputs = base._Outputs(folder)
     matrix_path, meta_path = index_paths(folder)
     try:
@@ -277,12 +292,15 @@ def build(folder: str) -> Built:
                 if len(block) == 0:
                     continue
                 out.write(block.tobytes())
+                max_norm = max(max_norm, float(np.linalg.norm(block.astype(np.float32),
+                                                              axis=1).max()))
                 videos.append([entry.path, entry.identity, done.rows, len(block)])
                 done.rows += len(block)
             out.seek(0)
             out.write(_npy_header(done.rows))
             meta = {"format": FORMAT, "dtype": DTYPE.str, "dim": EMBEDDING_DIM,
-                    "rows": done.rows, "videos": videos, "unindexed": unindexed}
+                    "rows": done.rows, "max_norm": max_norm, "videos": videos,
+                    "unindexed": unindexed}
             # ASCII JSON: a file name that is not UTF-8 (surrogates) comes back as it was
             files[meta_path].file.write(json.dumps(meta, separators=(",", ":")).encode("ascii"))
     finally:
