@@ -12,7 +12,8 @@ writes two files into the feature folder (``<output_path>/s3d_howto100m``), toge
   ``[path, identity]`` of videos that were unreadable or whose values float16 cannot hold
   (the search reads them from their files, with no hint to rebuild while they stay so).
 
-A video's ``identity`` is what changes whenever its outputs may have: the run and ``Tv`` of
+A video's ``identity`` (a SHA-256, cut to 32 hex digits) is of what changes whenever its
+outputs may have: the run and ``Tv`` of
 its latest manifest record, and for each of its ``video_embedding`` and ``timestamps_ms``
 outputs the location the record names and that file's size and modification time (for
 ``.h5`` outputs, the shard file's: a checkpoint of the file makes its videos look changed).
@@ -23,6 +24,7 @@ Neither file is trusted when read back: no link is followed, the matrix's header
 shape and size must agree with the JSON and the JSON's size is bounded; anything wrong is one
 warning, and the search then reads every video from its files.
 """
+import hashlib
 import json
 import logging
 import os
@@ -99,7 +101,7 @@ def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optio
         if not stat.S_ISREG(st.st_mode):
             return None
         parts += [location, st.st_size, st.st_mtime_ns]
-    return json.dumps(parts)
+    return hashlib.sha256(json.dumps(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def searchable(folder: str) -> List[Entry]:
