@@ -143,7 +143,7 @@ def test_never_a_stale_row(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage json", "rows overlap", "link",
-                                    "wrong dtype"])
+                                    "wrong dtype", "another build"])
 def test_a_damaged_index_is_one_warning_and_the_files_answer(tmp_path, caplog, damage):
     rng = np.random.default_rng(4)
     folder = write_folder(str(tmp_path), [(f"/v/{i}.mp4", video_arrays(rng, 3)) for i in range(5)])
@@ -161,8 +161,12 @@ def test_a_damaged_index_is_one_warning_and_the_files_answer(tmp_path, caplog, d
     elif damage == "link":
         shutil.move(matrix, str(tmp_path / "elsewhere.npy"))
         os.symlink(str(tmp_path / "elsewhere.npy"), matrix)
-    else:
+    elif damage == "wrong dtype":
         np.save(matrix, np.zeros((15, 512), np.float32))
+    else:  # the same videos built again: a matrix of the same shape, another token
+        kept = open(meta, "rb").read()
+        search_index.build(folder)
+        open(meta, "wb").write(kept)
     queries = rng.standard_normal((2, 512)).astype(np.float32)
     with caplog.at_level(logging.WARNING):
         found = search_exact.search(folder, queries, 4)

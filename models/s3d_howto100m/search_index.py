@@ -6,7 +6,8 @@ writes two files into the feature folder (``<output_path>/s3d_howto100m``), toge
 (``utils.files.atomic_write_all``: a reader sees the old pair, the new pair, or no index):
 
 - ``search-index.npy``: (rows, 512) float16, the ``video_embedding`` rows of every video,
-  video after video (memory-mapped by the search);
+  video after video (memory-mapped by the search), then the build's random ``token``
+  (16 ASCII bytes after the array: ``np.load`` ignores them);
 - ``search-index.json``: ``max_norm``, the largest L2 norm of a row; ``videos``: ``[path, identity, first row, rows]`` of each indexed
   video, in row order (row ``first + i`` is its stack ``i``), and ``unindexed``:
   ``[path, identity]`` of videos that were unreadable or whose values float16 cannot hold
@@ -21,13 +22,15 @@ The search serves a video from the index only when its identity now is the one r
 others are read from their files.  Building again reuses the rows of unchanged videos.
 
 Neither file is trusted when read back: no link is followed, the matrix's header, dtype,
-shape and size must agree with the JSON and the JSON's size is bounded; anything wrong is one
+shape, size and token must agree with the JSON (a reader racing a rebuild, or a file copied
+from another build, is caught) and the JSON's size is bounded; anything wrong is one
 warning, and the search then reads every video from its files.
 """
 import hashlib
 import json
 import logging
 import os
+import secrets
 import stat
 import struct
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ DTYPE = np.dtype("<f2")
 MADE = ("done", "skipped")  # manifest statuses whose outputs are complete
 MAX_META_BYTES = 2**30  # a larger search-index.json is not read (about 10M videos)
 _HEADER_BYTES = 128  # the .npy header is written at this fixed length (rows filled in last)
+TOKEN_BYTES = 16  # a random token after the rows, also in the JSON: the two are one build
 INDEX_COMMAND = "python -m models.s3d_howto100m.search index"
 
 
@@ -159,7 +163,7 @@ def _read_meta(path: str) -> dict:
     return meta
 
 
-def _map_matrix(path: str, rows: int) -> np.ndarray:
+def _map_matrix(path: str, rows: int, token: str) -> np.ndarray:
     fd = open_regular(path)
     with os.fdopen(fd, "rb") as f:
         version = np.lib.format.read_magic(f)
@@ -171,8 +175,12 @@ def _map_matrix(path: str, rows: int) -> np.ndarray:
             raise ValueError(f"matrix {shape} {dtype}, expected ({rows}, {EMBEDDING_DIM}) "
                              f"{DTYPE} (the JSON's)")
         size = os.fstat(f.fileno()).st_size
-        if size != offset + rows * EMBEDDING_DIM * DTYPE.itemsize:
+        end = offset + rows * EMBEDDING_DIM * DTYPE.itemsize
+        if size != end + TOKEN_BYTES:
             raise ValueError(f"matrix file of {size} bytes does not hold {rows} rows")
+        f.seek(end)
+        if f.read(TOKEN_BYTES) != token.encode("ascii", "replace"):
+            raise ValueError("the matrix and the JSON are of different builds")
         if rows == 0:
             return np.zeros((0, EMBEDDING_DIM), DTYPE)
         return np.memmap(f, dtype=DTYPE, mode="r", offset=offset, shape=(rows, EMBEDDING_DIM))
@@ -215,7 +223,7 @@ def open_index(folder: str, quiet: bool = False) -> Optional[Index]:
     try:
         meta = _read_meta(meta_path)
         videos, unindexed = _entries(meta)
-        matrix = _map_matrix(matrix_path, int(meta["rows"]))
+        matrix = _map_matrix(matrix_path, int(meta["rows"]), str(meta.get("token")))
     except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:
         if not quiet:
             log.warning("%s: the search index is not used (%s); every video is read from its "
@@ -298,11 +306,13 @@ def build(folder: str) -> Built:
                                                               axis=1).max()))
                 videos.append([entry.path, entry.identity, done.rows, len(block)])
                 done.rows += len(block)
+            token = secrets.token_hex(TOKEN_BYTES // 2)
+            out.write(token.encode("ascii"))  # after the rows; the JSON holds it too
             out.seek(0)
             out.write(_npy_header(done.rows))
             meta = {"format": FORMAT, "dtype": DTYPE.str, "dim": EMBEDDING_DIM,
                     "rows": done.rows, "max_norm": max_norm, "videos": videos,
-                    "unindexed": unindexed}
+                    "unindexed": unindexed, "token": token}
             # ASCII JSON: a file name that is not UTF-8 (surrogates) comes back as it was
             files[meta_path].file.write(json.dumps(meta, separators=(",", ":")).encode("ascii"))
     finally:
