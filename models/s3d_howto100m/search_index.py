@@ -14,10 +14,10 @@ writes two files into the feature folder (``<output_path>/s3d_howto100m``), toge
   (the search reads them from their files, with no hint to rebuild while they stay so).
 
 A video's ``identity`` (a SHA-256, cut to 32 hex digits) is of what changes whenever its
-outputs may have: the run and ``Tv`` of
-its latest manifest record, and for each of its ``video_embedding`` and ``timestamps_ms``
-outputs the location the record names and that file's size and modification time (for
-``.h5`` outputs, the shard file's: a checkpoint of the file makes its videos look changed).
+embeddings may have: the run and ``Tv`` of its latest manifest record, the location of its
+``video_embedding`` output and that file's size and modification time (for ``.h5``
+outputs, the shard file's: a checkpoint of the file makes its videos look changed).  The times of a hit, like its
+score, always come from the video's files (``search_exact``), never from the index.
 The search serves a video from the index only when its identity now is the one recorded;
 others are read from their files.  Building again reuses the rows of unchanged videos.
 
@@ -87,8 +87,10 @@ def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optio
     if not isinstance(outputs, dict):
         return None
     roots = roots or _roots(folder)
+    if not isinstance(outputs.get("timestamps_ms"), str):
+        return None
     parts: list = [field_of(record, "run"), field_of(record, "Tv")]
-    for key in (EMBEDDING_KEY, "timestamps_ms"):
+    for key in (EMBEDDING_KEY,):  # a hit's times are always read from its files
         location = outputs.get(key)
         if not isinstance(location, str):
             return None
