@@ -2,6 +2,13 @@
 
     python -m models.s3d_howto100m.search OUTPUT_PATH "cut tomato" [--top_k 10] [--json]
                                           [--weights_path s3d_howto100m.pth] [--dict_path s3d_dict.npy]
+    python -m models.s3d_howto100m.search OUTPUT_PATH --queries queries.txt [--json] [--html PAGE.html]
+    python -m models.s3d_howto100m.search index OUTPUT_PATH
+
+``--queries``: one query a line, all embedded in one batch and searched in one pass
+(``search_exact``); ``--html``: a self-contained page of the hits (``search_page``);
+``index``: one float16 matrix of every embedding, which the search then uses
+(``search_index``: exact, the same hits as reading every file).
 
 OUTPUT_PATH is the ``output_path`` of a saving run with ``feature_type=s3d_howto100m`` (or its
 ``s3d_howto100m`` folder).  The run's manifests (``manifest-<i>-of-<K>.jsonl``: one JSON line
@@ -25,6 +32,7 @@ output) or the model's files cannot be loaded.
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
@@ -155,16 +163,75 @@ def format_hits(hits: List[Hit]) -> str:
     return "\n".join(lines)
 
 
+def index_main(argv: List[str]) -> int:
+    """``python -m models.s3d_howto100m.search index OUTPUT_PATH``: build or update the index."""
+    from models.s3d_howto100m import search_index
+
+    parser = argparse.ArgumentParser(
+        prog="python -m models.s3d_howto100m.search index",
+        description="Build (or bring up to date) the search index of a feature folder: one "
+                    "float16 matrix of every video embedding, used by the search when present.")
+    parser.add_argument("output_path", help="the run's output_path (or its s3d_howto100m folder)")
+    parser.add_argument("--debug", action="store_true", help="tracebacks, debug logging")
+    args = parser.parse_args(argv)
+    setup_logging(args.debug)
+    folder = _feature_folder(args.output_path)
+    if folder is None:
+        return 2
+    if not find_manifests(folder):
+        print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder}", file=sys.stderr)
+        return 2
+    try:
+        built = search_index.build(folder)
+    except OSError as e:
+        log.debug("traceback (--debug)", exc_info=True)
+        print(f"error: {folder}: the index cannot be written ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
+    print(f"{os.path.join(folder, search_index.MATRIX_FILE)}: {built.videos} video(s), "
+          f"{built.rows} stacks ({built.reused} unchanged, {built.read} read)"
+          + (f"; {built.unindexed} searched from their files (values over float16's range)"
+             if built.unindexed else "")
+          + (f"; {len(built.skipped)} unreadable, not indexed" if built.skipped else ""))
+    return 0
+
+
+def _feature_folder(path: str) -> Optional[str]:
+    """The feature folder ``path`` names (``utils.records.manifests.feature_folder``); None
+    after printing the error when it names several."""
+    try:
+        return feature_folder(path)
+    except NoFeatureFolder:
+        return path  # no manifest there: said by the caller
+    except InputError as e:  # several
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["index"]:
+        return index_main(argv[1:])
+    from models.s3d_howto100m import queries as queries_module, search_exact
+
     parser = argparse.ArgumentParser(
         prog="python -m models.s3d_howto100m.search",
         description="Rank the stacks of videos extracted with feature_type=s3d_howto100m by "
-                    "their similarity to a text query.")
+                    "their similarity to a text query (or to each query of a file). "
+                    "'python -m models.s3d_howto100m.search index OUTPUT_PATH' builds the "
+                    "index that makes it fast over many videos.")
     parser.add_argument("output_path", help="the run's output_path (or its s3d_howto100m folder)")
-    parser.add_argument("query", help='the text to search for, e.g. "cut tomato"')
+    parser.add_argument("query", nargs="?", help='the text to search for, e.g. "cut tomato"')
+    parser.add_argument("--queries", metavar="FILE",
+                        help="search each line of FILE (UTF-8, one query a line) in one pass")
     parser.add_argument("--top_k", type=int, default=10, help="how many stacks to list (10)")
     parser.add_argument("--json", action="store_true",
-                        help="one JSON object per hit and line: path, start_ms, end_ms, score")
+                        help="one JSON object per hit and line: path, start_ms, end_ms, score "
+                             "(with --queries: one object per query, {query, hits})")
+    parser.add_argument("--html", metavar="PAGE.html",
+                        help="write a self-contained page of the hits: frames, times, players")
+    parser.add_argument("--no_index", action="store_true",
+                        help="read every video from its files, even where an index could answer")
     parser.add_argument("--weights_path", default=None,
                         help="the checkpoint the outputs were extracted with (default: the "
                              "default s3d_howto100m.pth, downloaded once)")
@@ -174,14 +241,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top_k: {args.top_k} is not allowed; expected an integer >= 1")
+    if (args.query is None) == (args.queries is None):
+        parser.error("give one query, or --queries FILE (not both)")
     setup_logging(args.debug)
 
     try:
-        folder = feature_folder(args.output_path)
-    except NoFeatureFolder:
-        folder = args.output_path  # no manifest there: said below
-    except InputError as e:  # several
+        queries = [args.query] if args.queries is None else \
+            queries_module.read_queries(args.queries)
+    except queries_module.QueriesError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    folder = _feature_folder(args.output_path)
+    if folder is None:
         return 2
     if not find_manifests(folder):
         print(f"error: no manifest-<shard>-of-<num_shards>.jsonl in {folder} (manifests are "
@@ -194,31 +265,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.debug("traceback (--debug)", exc_info=True)
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    if not encoder.vocabulary.known(args.query):
-        log.warning("none of the words of %r is in the word list: it is embedded as an empty "
-                    "sentence", args.query)
-    query = encoder.encode([args.query])[0].numpy()
-    skipped: List[str] = []
-    videos = 0
-
-    def counted(stream):
-        nonlocal videos
-        for video in stream:
-            videos += 1
-            yield video
-
-    hits = search(counted(indexed_videos(folder, skipped)), query, args.top_k)
-    if not videos:
+    for query in queries:
+        if not encoder.vocabulary.known(query):
+            log.warning("none of the words of %r is in the word list: it is embedded as an "
+                        "empty sentence", query)
+    embedded = encoder.encode(queries).numpy()  # one batch
+    found = search_exact.search(folder, embedded, args.top_k, use_index=not args.no_index)
+    if not found.searched:
         print(f"error: no readable {FEATURE_TYPE} outputs listed in the manifests of {folder}"
-              + (f" ({len(skipped)} video(s) skipped)" if skipped else ""), file=sys.stderr)
+              + (f" ({len(found.skipped)} video(s) skipped)" if found.skipped else ""),
+              file=sys.stderr)
         return 2
-    log.info("searched %d video(s)%s", videos,
-             f", skipped {len(skipped)} unreadable" if skipped else "")
+    log.info("searched %d video(s)%s%s", found.searched,
+             f" ({found.from_index} through the index)" if found.indexed else "",
+             f", skipped {len(found.skipped)} unreadable" if found.skipped else "")
+    if args.html:
+        from models.s3d_howto100m import search_page
+
+        try:
+            search_page.write_page(args.html, queries, found.hits)
+        except OSError as e:
+            print(f"error: {args.html}: cannot be written ({e.strerror or e})", file=sys.stderr)
+            return 2
+        log.info("wrote %s", args.html)
     if args.json:
-        for hit in hits:
-            print(json.dumps(hit.as_dict()))
-    else:
-        print(format_hits(hits))
+        for query, hits in zip(queries, found.hits):
+            if args.queries is None:
+                for hit in hits:
+                    print(json.dumps(hit.as_dict()))
+            else:
+                print(queries_module.hits_json(query, hits))
+    elif not args.html:
+        print(format_hits(found.hits[0]) if args.queries is None
+              else queries_module.format_results(queries, found.hits, format_hits))
     return 0
 
 
