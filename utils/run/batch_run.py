@@ -90,7 +90,7 @@ def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
         write_run_record(root, record)
         return RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
                          manifest_file=manifest_file, started=started, run_id=run_id,
-                         previous=per_manifest.get(manifest_file, {}))
+                         previous=per_manifest.get(manifest_file, {}), launch=record.launch)
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 
