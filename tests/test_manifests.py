@@ -166,3 +166,75 @@ def test_the_feature_folder_is_found_by_what_it_holds_and_never_guessed(tmp_path
     assert feature_folder(str(out / "s3d")) == str(out / "s3d")
     with pytest.raises(NoFeatureFolder, match="no manifest-<shard>-of-<num_shards>.jsonl"):
         feature_folder(str(out / "multirun"))
+
+
+def write_run(folder, run_id, launch):
+    runs = os.path.join(folder, "runs")
+    os.makedirs(runs, exist_ok=True)
+    with open(os.path.join(runs, f"{run_id}.json"), "w", encoding="utf-8") as f:
+        json.dump({"run": run_id, "features": {"stack_size": 13}, "launch": launch}, f)
+
+
+def test_a_video_made_by_an_earlier_attempt_of_the_same_launch_counts_done(tmp_path):
+    """Issue 21, point 5: after requeues, the videos an earlier attempt of the same SLURM task
+    made are "skipped" in the shard's rewritten manifest, but done by that launch."""
+    s3d = tmp_path / "out" / "s3d"
+    s3d.mkdir(parents=True)
+    files = {n: make_outputs(str(s3d), n, 2) for n in "abcde"}
+    write_run(str(s3d), "20260101T000000Z-aaaaaa", "slurm:41_0")  # first attempt of task 41_0
+    write_run(str(s3d), "20260101T010000Z-bbbbbb", "slurm:41_0")  # its requeued attempt
+    write_run(str(s3d), "20251201T000000Z-cccccc", "slurm:7_0")   # a command run a month ago
+    first, second, older = "20260101T000000Z-aaaaaa", "20260101T010000Z-bbbbbb", \
+        "20251201T000000Z-cccccc"
+
+    def rec(name, status, run, launch=None):
+        r = {"path": f"/v/{name}.mp4", "status": status, "outputs": files[name], "Tv": 2,
+             "seconds": 5.12, "run": run}
+        if launch is not None:
+            r["launch"] = launch
+        return r
+
+    write_manifest(s3d, 0, 1, [
+        rec("a", "skipped", first, "slurm:41_0"),   # made by attempt 1, skipped by attempt 2
+        rec("b", "skipped", first, "slurm:41_0"),
+        rec("c", "done", second, "slurm:41_0"),     # made by attempt 2
+        rec("d", "skipped", older, "slurm:41_0"),   # made by an earlier launch: skipped
+        rec("e", "skipped", first),                 # no launch recorded (outside SLURM)
+    ])
+    summary = merge_manifests(str(tmp_path / "out"))
+    assert (summary.done, summary.skipped, summary.failed) == (3, 2, 0)
+    assert summary.stacks == 10 and summary.complete
+
+
+def test_requeued_attempts_count_done_and_a_later_command_skipped(tmp_path, monkeypatch):
+    """The same through the batch run: two attempts of one SLURM array task (the second skips
+    everything), then the command again as a new array job."""
+    import numpy as np
+    import torch
+
+    from batch_helpers import ExtractorDouble, make_cfg
+    from utils.run.batch_run import run
+
+    class Ones(ExtractorDouble):
+        device, labels = torch.device("cpu"), []
+
+        def extract(self, path, with_logits=False):
+            return {"s3d": np.ones((1, 1024), np.float32),
+                    "timestamps_ms": np.array([[0.0, 520.0]]), "fps": np.float64(25)}
+
+    videos = [str(tmp_path / f"{n}.mp4") for n in "abcd"]
+    for v in videos:
+        open(v, "wb").close()
+    out = str(tmp_path / "out")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    run(make_cfg(videos[:2], out), Ones())   # attempt 1: 2 videos before its time limit
+    report = run(make_cfg(videos, out), Ones())  # attempt 2 (requeued): skips them
+    assert (report.done, report.skipped) == (2, 2)
+    summary = merge_manifests(out)
+    assert (summary.done, summary.skipped) == (4, 0)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "42")  # the same command, submitted again
+    run(make_cfg(videos, out), Ones())
+    summary = merge_manifests(out)
+    assert (summary.done, summary.skipped) == (0, 4)

@@ -255,7 +255,8 @@ def test_joblib_shards_preset_runs_every_shard_at_once():
 def test_slurm_preset_defaults():
     cfg = compose_config(["hydra/launcher=slurm", "video_paths=a.mp4"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
+    # the plugin's SlurmLauncher, checked against sinfo and reporting one line per failed shard
+    assert launcher._target_ == "hydra_plugins.s3d_launchers.slurm_shards.SlurmShards"
     assert (launcher.gpus_per_task, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
     assert launcher.max_num_timeout > 0  # timed-out tasks are requeued and resume
     assert launcher.timeout_min > launcher.signal_delay_s / 60

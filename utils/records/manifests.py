@@ -11,7 +11,9 @@ shards that left no manifest, and, given the run's input list, the videos no sha
 reported yet with the ``shard=...`` override that reruns just their shards.  Exit status: 0
 when everything is accounted for and nothing failed, 1 otherwise, 2 when there is nothing to
 read.  A video reported more than once (a shard restarted, or runs with another num_shards)
-counts once, by its latest record.
+counts once, by its latest record; it counts as done when that record is a success made by
+any attempt of the same launch (``made_by_same_launch``: a requeued SLURM task skips what its
+earlier attempt made).
 """
 import argparse
 import json
@@ -26,7 +28,7 @@ from utils.inputs.paths import collect_paths, shard_of
 from utils.records.jsonl import read_records
 from utils.records.provenance import FEATURE_OPTIONS, option_sets, read_runs
 from utils.records.run_report import manifest_shard
-from utils.records.schema import RUNS_FOLDER, ManifestRecord
+from utils.records.schema import RUNS_FOLDER, ManifestRecord, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +166,23 @@ def latest_records(folder: str, manifests: Optional[List[Manifest]] = None,
     return records
 
 
+def made_by_same_launch(record: ManifestRecord, runs: Dict[str, RunRecord]) -> bool:
+    """A ``skipped`` record whose outputs an earlier attempt of the same launch made (a SLURM
+    task requeued after its time limit or a preemption): that launch did the video, so the
+    summary counts it done.  A skip by a later command (another launch) stays skipped."""
+    maker = runs.get(record.run) if record.status == "skipped" and record.run else None
+    return bool(record.launch and maker is not None and maker.launch == record.launch)
+
+
 def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = None) -> Summary:
     """The summary of the manifests of ``output_path``'s feature folder (``feature_folder``:
     raises ``InputError`` when it names several or none)."""
     folder = feature_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
     summary.records = latest_records(folder, summary.manifests)
+    runs = read_runs(folder)
     summary.option_sets = [(features, len(videos)) for features, videos
-                           in option_sets(summary.records, read_runs(folder))]
+                           in option_sets(summary.records, runs)]
 
     for path, record in summary.records.items():
         if record.status == "failed":
@@ -179,7 +190,7 @@ def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = Non
                 "path": path, "stage": "?" if record.stage is None else record.stage,
                 "message": "" if record.message is None else record.message})
             continue
-        if record.status == "done":
+        if record.status == "done" or made_by_same_launch(record, runs):
             summary.done += 1
         else:
             summary.skipped += 1

@@ -90,6 +90,18 @@ def versions() -> Dict[str, Any]:
     }
 
 
+def launch_id(environ=None) -> Optional[str]:
+    """The scheduler's name for this task, which stays the same when the task is requeued
+    (a SLURM array task ``slurm:<array job>_<task>``, or job ``slurm:<job>``); None outside
+    SLURM.  Attempts of one launch share it; a rerun of the command is another launch."""
+    env = os.environ if environ is None else environ
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"slurm:{array}_{task}"
+    job = env.get("SLURM_JOB_ID")
+    return f"slurm:{job}" if job else None
+
+
 def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> RunRecord:
     """The record of a run: ``identity`` is the extractor's (weights, effective precision,
     device)."""
@@ -104,7 +116,7 @@ def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> 
                      started=f"{now:%Y-%m-%dT%H:%M:%SZ}", versions=versions(),
                      device=identity.get("device"), options=others, host=socket.gethostname(),
                      pid=os.getpid(), shard=cfg.shard, num_shards=cfg.num_shards,
-                     keys=tuple(RunRecord.CHECKS))  # every field (a device of None: null)
+                     launch=launch_id(), keys=tuple(RunRecord.CHECKS))  # every field (a device of None: null)
 
 
 def write_run_record(root: str, record: RunRecord) -> str:

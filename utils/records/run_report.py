@@ -42,12 +42,15 @@ class RunReport:
 
     ``run_id``: the run, named in every record it writes (``run``), whose provenance record
     says what made the outputs.  Skipped videos keep the ``run`` and ``warnings`` of the
-    record that made their outputs.
+    record that made their outputs.  ``launch``: the scheduler's task (``provenance.launch_id``),
+    also named in every record, so that a summary can tell a video made by an earlier attempt
+    of the same task (requeued) from one made by an earlier command.
     """
 
     def __init__(self, failed_file: Optional[str] = None, manifest_file: Optional[str] = None,
                  started: Optional[float] = None, run_id: Optional[str] = None,
-                 previous: Optional[Dict[str, ManifestRecord]] = None):
+                 previous: Optional[Dict[str, ManifestRecord]] = None,
+                 launch: Optional[str] = None):
         self.started = time.time() if started is None else started
         self.stopped: Optional[str] = None  # "interrupted" (Ctrl-C) or "terminated" (SIGTERM)
         self.done = 0
@@ -58,6 +61,7 @@ class RunReport:
         self.failed_file = failed_file
         self.manifest_file = manifest_file
         self.run_id = run_id
+        self.launch = launch  # named in every record (a requeued task's attempts share it)
         self.previous: Dict[str, ManifestRecord] = {}  # path -> latest record before this run
         self.failures: Dict[str, dict] = {}  # path -> its failed_file line
         self._failures_changed = False
@@ -80,6 +84,8 @@ class RunReport:
     def _append(self, record: ManifestRecord) -> None:
         if self.run_id and "run" not in record.keys:
             record = record.with_key("run", self.run_id)
+        if self.launch:
+            record = record.with_key("launch", self.launch)
         if self.manifest_file:
             try:
                 with open(self.manifest_file, "a", encoding="utf-8") as f:

@@ -138,13 +138,16 @@ class ManifestRecord(_Record):
     message: Optional[str] = None  # of a failure
     warnings: Optional[List[str]] = None  # logged while the video was extracted
     run: Optional[str] = None  # the run that made the outputs (null: before runs were recorded)
+    # the launch (a SLURM job array task, the same through its requeues) of the process that
+    # wrote this record (absent outside a scheduler)
+    launch: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
     keys: Tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     KIND = "a manifest record"
     CHECKS = {"path": _string, "status": _status, "outputs": _files, "Tv": _count,
               "seconds": _seconds, "stage": _string, "message": _string, "warnings": _strings,
-              "run": _optional_string}
+              "run": _optional_string, "launch": _optional_string}
     REQUIRED = ("path", "status")
 
     @property
@@ -173,13 +176,15 @@ class RunRecord(_Record):
     pid: Optional[int] = None
     shard: Optional[int] = None
     num_shards: Optional[int] = None
+    launch: Optional[str] = None  # the scheduler's task, the same through its requeues
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
     keys: Tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     KIND = "a run record"
     CHECKS = {"run": _string, "features": _features, "format": _count, "started": _string,
               "versions": _object, "device": _optional_string, "options": _object,
-              "host": _string, "pid": _count, "shard": _count, "num_shards": _count}
+              "host": _string, "pid": _count, "shard": _count, "num_shards": _count,
+              "launch": _optional_string}
     REQUIRED = ("run", "features")
 
     @property

@@ -28,7 +28,7 @@ from utils.records.manifests import latest_records
 from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.records.run_report import RunReport, failed_name, manifest_name
 from utils.records.schema import ManifestRecord, RunRecord
-from utils.run.stopping import Terminated, stop_signals, writes_finish_first
+from utils.run.stopping import Terminated, launcher_exceptions, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
         write_run_record(root, record)
         return RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
                          manifest_file=manifest_file, started=started, run_id=run_id,
-                         previous=per_manifest.get(manifest_file, {}))
+                         previous=per_manifest.get(manifest_file, {}), launch=record.launch)
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
 
@@ -231,10 +231,10 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
                 _one_video(cfg, extractor, report, path, name, store)
                 progress.update(report)
     except KeyboardInterrupt as e:
-        report.stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
-        _close_store(store)
-        report.flush()
-        log.info(report.summary())
+        _stopped(report, store, "terminated" if isinstance(e, Terminated) else "interrupted")
+        raise
+    except launcher_exceptions() as e:  # the launcher ends the task: it goes on to the launcher
+        _stopped(report, store, f"stopped by the launcher ({type(e).__name__}: {one_line(e)})")
         raise
     _close_store(store)  # before the summary: a video the file could not take is a failure
     report.flush()
@@ -243,12 +243,22 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
     return report
 
 
+def _stopped(report: RunReport, store, how: str) -> None:
+    """The run stops before its end: keep what is written, say so in the summary."""
+    report.stopped = how
+    _close_store(store)
+    report.flush()
+    log.info(report.summary())
+
+
 def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, path: str,
                name: str, store) -> None:
     """Extract and write one video (``store``: where to, None to print); report the outcome."""
     try:
         with _collect_warnings(path) as warnings:
             arrays = extractor.extract(path, with_logits=cfg.show_pred)
+    except launcher_exceptions():  # never the video's failure (utils.run.stopping)
+        raise
     except Exception as e:  # noqa: BLE001 - one video must never stop the batch
         # ExtractS3D tags its failures with their stage; another extractor's are "model" ones
         failure = ExtractionError.wrap("model", e)
