@@ -9,7 +9,7 @@ import torch
 
 from batch_helpers import ExtractorDouble, make_cfg, read_jsonl
 from utils.run.batch_run import run
-from utils.run.stopping import LAUNCHER_EXCEPTIONS, launcher_exceptions
+from utils.errors import LAUNCHER_EXCEPTIONS, launcher_exceptions
 from videos import synth
 
 submitit_utils = pytest.importorskip("submitit.core.utils")
@@ -77,7 +77,41 @@ def test_launcher_exceptions_are_looked_up_never_imported(monkeypatch):
 
     assert ("submitit.core.utils", "UncompletedJobError") in LAUNCHER_EXCEPTIONS
     assert submitit_utils.UncompletedJobError in launcher_exceptions()
-    monkeypatch.setattr("utils.run.stopping.LAUNCHER_EXCEPTIONS",
+    monkeypatch.setattr("utils.errors.LAUNCHER_EXCEPTIONS",
                         (("no_such_launcher.errors", "Stop"),))
     assert launcher_exceptions() == ()
     assert "no_such_launcher" not in sys.modules
+
+
+@pytest.mark.parametrize("where", ["network", "decoder"])
+def test_raised_inside_the_network_or_the_decoder_it_still_blames_no_video(
+        three, tmp_path, monkeypatch, random_model, where):
+    """On a real SLURM the handler fires while the network (or, decoding inline, the decoder)
+    runs, whose catch-alls tag any error with the video's stage: found by the integration
+    test (tests/test_slurm_integration.py). Here it is raised there, in a real extractor."""
+    from models.s3d import ExtractS3D
+    from models.s3d.inference import BatchRunner
+    from utils.video import pipeline
+
+    error = submitit_utils.UncompletedJobError("Job not requeued because: timed-out too many times.")
+    calls = []
+
+    def stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return original(*args, **kwargs)
+
+    if where == "network":
+        original = BatchRunner.forward
+        monkeypatch.setattr(BatchRunner, "forward", lambda self, frames: stop(self, frames))
+    else:
+        original = pipeline.collate
+        monkeypatch.setattr(pipeline, "collate", stop)
+    extractor = ExtractS3D(model=random_model, device="cpu", stack_size=13, step_size=13,
+                           num_workers=0)
+    with pytest.raises(type(error)):
+        run(make_cfg(three, str(tmp_path / "out")), extractor=extractor)
+    s3d = tmp_path / "out" / "s3d"
+    assert read_jsonl(str(s3d / "failed.jsonl")) == []
+    assert [r["status"] for r in read_jsonl(str(s3d / "manifest-0-of-1.jsonl"))] == ["done"]

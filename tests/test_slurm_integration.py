@@ -243,11 +243,6 @@ def test_no_requeue_left_ends_the_command_in_one_line(no_requeue_run):
     assert [r["status"] for r in records] == ["done", "done"], records
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "ExtractS3D wraps submitit's UncompletedJobError raised in the model or decode stage "
-    "(models/s3d/inference.py, utils/video/pipeline.py: except Exception -> "
-    "ExtractionError.wrap) before batch_run._one_video's launcher_exceptions() clause sees it, "
-    "so the video in progress is recorded as a 'model' failure"))
 def test_no_requeue_left_blames_no_video(slurm, no_requeue_run):
     run = no_requeue_run
     out, stderr = run["out"], run["stderr"]

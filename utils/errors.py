@@ -1,10 +1,13 @@
-"""The errors a run can stop or fail a video with, and the one-line form every message takes.
+"""The errors a run can stop or fail a video with, and the one-line form every message takes;
+the launcher exceptions that are never a video's failure (``launcher_exceptions``).
 
 ``InputError`` and ``WeightsError`` stop the whole run before any video (exit status 2);
 ``ExtractionError`` fails one video at one pipeline stage and the batch goes on.  Both sides
 of the code (``utils/`` and ``models/``) raise these, so they live here, on the utils side.
 """
 import re
+import sys
+from typing import Tuple, Type
 
 import av
 
@@ -68,3 +71,22 @@ class ExtractionError(Exception):
         """True when caused by an exception that bad input does not explain (a bug)."""
         cause = self.__cause__
         return cause is not None and not isinstance(cause, EXPECTED_CAUSES)
+
+
+# (module, class): the exceptions a launcher raises inside a task to end it.  Looked up in
+# sys.modules, so nothing here imports a launcher: a class whose module was never imported
+# cannot have been raised.
+LAUNCHER_EXCEPTIONS: Tuple[Tuple[str, str], ...] = (
+    ("submitit.core.utils", "UncompletedJobError"),  # "Job not requeued because: ..."
+)
+
+
+def launcher_exceptions() -> Tuple[Type[BaseException], ...]:
+    """The launcher control exceptions loaded in this process (for an ``except`` clause):
+    never a video's failure."""
+    found = []
+    for module, name in LAUNCHER_EXCEPTIONS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from utils.device import cpu_has_native_bf16
-from utils.errors import ExtractionError, one_line
+from utils.errors import ExtractionError, launcher_exceptions, one_line
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +360,8 @@ class BatchRunner:
     def __call__(self, frames: torch.Tensor):
         try:
             return self.forward(frames)
+        except launcher_exceptions():  # the launcher ends the task: never this video's failure
+            raise
         except torch.cuda.OutOfMemoryError as e:
             raise self._oom_error(frames, e) from None
         except RuntimeError as e:

@@ -19,7 +19,7 @@ import numpy as np
 from utils.config import ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions
 from utils.networks import network
-from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError, one_line
+from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError, launcher_exceptions, one_line
 from utils.inputs.paths import collect_paths, shard_paths
 from utils.outputs.naming import output_names, output_root
 from utils.outputs.store import STORES, Store
@@ -28,7 +28,7 @@ from utils.records.manifests import latest_records
 from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.records.run_report import RunReport, failed_name, manifest_name
 from utils.records.schema import ManifestRecord, RunRecord
-from utils.run.stopping import Terminated, launcher_exceptions, stop_signals, writes_finish_first
+from utils.run.stopping import Terminated, stop_signals, writes_finish_first
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
     try:
         with _collect_warnings(path) as warnings:
             arrays = extractor.extract(path, with_logits=cfg.show_pred)
-    except launcher_exceptions():  # never the video's failure (utils.run.stopping)
+    except launcher_exceptions():  # never the video's failure (utils.errors)
         raise
     except Exception as e:  # noqa: BLE001 - one video must never stop the batch
         # ExtractS3D tags its failures with their stage; another extractor's are "model" ones

@@ -10,15 +10,16 @@ installed (a launcher's) alone.
 
 A launcher may also end the task itself, by raising its own exception from its signal handler
 (submitit's ``UncompletedJobError`` when it will not requeue a timed-out task).  Those
-``launcher_exceptions()`` are never a video's failure: the run stops as on SIGTERM and the
-exception goes on to the launcher.
+(``utils.errors.launcher_exceptions()``) are never a video's failure: the run stops as on
+SIGTERM and the exception goes on to the launcher.
 """
 import contextlib
 import os
 import signal
 import sys
 import threading
-from typing import Iterator, List, Tuple, Type
+from typing import Iterator, List
+
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143   # 128 + SIGTERM
@@ -26,25 +27,6 @@ EXIT_TERMINATED = 143   # 128 + SIGTERM
 
 class Terminated(KeyboardInterrupt):
     """The run received SIGTERM."""
-
-
-# (module, class): the exceptions a launcher raises inside a task to end it.  Looked up in
-# sys.modules, so nothing here imports a launcher: a class whose module was never imported
-# cannot have been raised.
-LAUNCHER_EXCEPTIONS: Tuple[Tuple[str, str], ...] = (
-    ("submitit.core.utils", "UncompletedJobError"),  # "Job not requeued because: ..."
-)
-
-
-def launcher_exceptions() -> Tuple[Type[BaseException], ...]:
-    """The launcher control exceptions loaded in this process (for an ``except`` clause):
-    never a video's failure."""
-    found = []
-    for module, name in LAUNCHER_EXCEPTIONS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
 
 
 def _in_main_thread() -> bool:

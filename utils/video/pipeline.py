@@ -17,7 +17,7 @@ import torch
 
 from utils.console import RunProgress
 from utils.video.decode import VideoDecoder
-from utils.errors import ExtractionError
+from utils.errors import ExtractionError, launcher_exceptions
 from utils.video.prefetch import prefetch_jobs
 from utils.video.stacks import Stack, StackCutter, num_stacks
 from utils.video.kept_video import ResampledVideoWriter, kept_video_path
@@ -130,7 +130,7 @@ def video_batches(path: str, settings: DecodeSettings, record: VideoRecord) -> I
                 group = []
         if group:
             yield collate(group, settings.pin_memory)
-    except ExtractionError:
+    except (ExtractionError, *launcher_exceptions()):  # a launcher's: never the video's
         raise
     except Exception as e:  # noqa: BLE001 -- tagged with its stage, cause kept
         raise ExtractionError.wrap("decode", e) from e
