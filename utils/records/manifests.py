@@ -292,8 +292,9 @@ def _no_manifests(folder: str) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m utils.records.manifests",
-        description="Merge the per-shard manifests under OUTPUT_PATH/s3d into one summary.")
-    parser.add_argument("output_path", help="the run's output_path (or its s3d folder)")
+        description="Merge the per-shard manifests of a network's folder "
+                    "(OUTPUT_PATH/<feature_type>) into one summary.")
+    parser.add_argument("output_path", help="the run's output_path (or its network's folder)")
     parser.add_argument("--file_with_video_paths", metavar="LIST",
                         help="the run's input list: also report videos no shard has reported "
                              "(relative paths resolve against the current directory, as in the run)")
