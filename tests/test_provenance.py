@@ -375,6 +375,25 @@ def test_the_rerun_check_compares_the_options_marked_as_changing_features():
     assert differences(features(sharpen=0.0), features(sharpen=0.5)) == [("sharpen", 0.0, 0.5)]
 
 
+def test_input_root_is_compared_as_the_folder_it_names(tmp_path, monkeypatch):
+    """/x/v, /x/v/ and a relative v run from /x are one folder: never a change of options
+    (issue 19); another folder still is. Old records keep the string they hold."""
+    from utils.config import ExtractionConfig
+    from utils.records.provenance import run_record
+
+    monkeypatch.chdir(tmp_path)
+
+    def features(root):
+        cfg = ExtractionConfig(video_paths="a.mp4", device="cpu", output_layout="mirror",
+                               input_root=root)
+        return run_record(cfg, "r", {"weights": {"source": "w", "sha256": "ab"}}).features
+
+    same = [features(str(tmp_path / "v")), features(str(tmp_path / "v") + "/"), features("v"),
+            dict(features("v"), input_root=str(tmp_path / "v") + "//")]  # an old record's string
+    assert all(differences(a, b) == [] for a in same for b in same)
+    assert [d[0] for d in differences(same[0], features("w"))] == ["input_root"]
+
+
 def test_mirror_names_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
     videos = ["/data/day1/clip.mp4", "/data/day2/clip.mp4", "/other/x.mkv"]
     names = []

@@ -58,6 +58,17 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+# Feature options that are folders: compared as the folder they name (``/x/v``, ``/x/v/`` and
+# a relative ``v`` run from ``/x`` are one folder, never a change of options).
+PATH_OPTIONS = ("input_root",)
+
+
+def _comparable(name: str, value: Any) -> Any:
+    if name in PATH_OPTIONS and isinstance(value, str) and value:
+        return os.path.normpath(os.path.abspath(value))
+    return value
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -106,7 +117,7 @@ def run_record(cfg: ExtractionConfig, run_id: str, identity: Dict[str, Any]) -> 
     """The record of a run: ``identity`` is the extractor's (weights, effective precision,
     device)."""
     marked = feature_options(type(cfg))
-    features = {name: _plain(getattr(cfg, name)) for name in marked}
+    features = {name: _comparable(name, _plain(getattr(cfg, name))) for name in marked}
     features["precision"] = identity.get("precision", features["precision"])
     features["weights"] = identity.get("weights")
     others = {f.name: _plain(getattr(cfg, f.name)) for f in fields(cfg)
@@ -180,7 +191,7 @@ def differences(old: Dict[str, Any], new: Dict[str, Any]) -> List[Tuple[str, Any
     marked in utils/config.py and any other the new record holds."""
     found = []
     for name in dict.fromkeys([*FEATURE_OPTIONS, *(k for k in new if k != "weights")]):
-        if old.get(name) != new.get(name):
+        if _comparable(name, old.get(name)) != _comparable(name, new.get(name)):
             found.append((name, old.get(name), new.get(name)))
     old_w, new_w = old.get("weights") or {}, new.get("weights") or {}
     if old_w.get("sha256") != new_w.get("sha256"):
