@@ -23,8 +23,8 @@ from conftest import SAMPLE
 import models.s3d.weights as weights
 from models.s3d.network import S3D
 from utils.errors import WeightsError
-from models.s3d.weights import (download, git_blob_sha1, load_into, load_weights,
-                                read_state_dict, resolve_weights)
+from models.s3d.weights import (download, git_blob_sha1, load_checkpoint, load_into,
+                                read_state_dict)
 
 
 
@@ -48,6 +48,11 @@ def checkpoint_bytes(random_checkpoint) -> bytes:
     with open(random_checkpoint, "rb") as f:
         return f.read()
 
+
+
+def load_weights(model, weights_path):
+    """What ExtractS3D does with ``weights_path``: the file loaded into ``model``, read once."""
+    return load_checkpoint(model, weights_path).path
 
 def save(obj, path, legacy: bool = False) -> str:
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
@@ -427,9 +432,9 @@ def test_default_weights_end_to_end(server, hub, monkeypatch, random_checkpoint,
     path = load_weights(blank_model, None)
     assert path == weights.default_checkpoint_path() == str(hub / weights.DEFAULT_FILENAME)
     assert_state_equal(blank_model.state_dict(), reference)
-    assert resolve_weights(None) == path and resolve_weights("") == path
+    again = S3D()  # the cached, verified file is used from then on: no second download
+    assert load_weights(again, None) == path and load_weights(again, "") == path
     assert server.requests[start:] == ["/good.pt"]
-    assert resolve_weights("/given/file.pt") == "/given/file.pt"
 
 
 def test_default_weights_unreachable_tells_to_pass_weights_path(hub, monkeypatch):
@@ -437,7 +442,7 @@ def test_default_weights_unreachable_tells_to_pass_weights_path(hub, monkeypatch
         sock.bind(("127.0.0.1", 0))
         monkeypatch.setattr(weights, "DEFAULT_URL",
                             f"http://127.0.0.1:{sock.getsockname()[1]}/x.pt")
-        message = error_of(resolve_weights, None)
+        message = error_of(load_weights, S3D(), None)
     assert "pass weights_path=" in message and weights.DEFAULT_FILENAME in message
     assert leftovers(hub) == []
 

@@ -252,13 +252,6 @@ def load_into(model: nn.Module, state: Dict[str, torch.Tensor], source: str,
     model.load_state_dict(state, strict=True)
 
 
-def resolve_weights(weights_path: Optional[str]) -> str:
-    """The checkpoint file to use: ``weights_path`` or the verified default in torch's hub cache."""
-    if weights_path:
-        return weights_path
-    return download(DEFAULT_URL, default_checkpoint_path(), DEFAULT_SHA1)
-
-
 def load_checkpoint(model: nn.Module, weights_path: Optional[str]) -> Checkpoint:
     """Load ``weights_path`` (or the default checkpoint, downloaded if missing or wrong) into
     ``model``, reading the file once; the ``Checkpoint`` has its hashes (its ``state`` is the
@@ -277,7 +270,3 @@ def load_checkpoint(model: nn.Module, weights_path: Optional[str]) -> Checkpoint
         ckpt = read_checkpoint(dest, data)
     load_into(model, ckpt.state, ckpt.path)
     return ckpt
-
-
-def load_weights(model: nn.Module, weights_path: Optional[str]) -> str:
-    return load_checkpoint(model, weights_path).path

@@ -9,7 +9,6 @@ must be a 1-D array of strings, or the file is refused with one ``WeightsError``
 import os
 from typing import List
 
-import numpy as np
 
 from utils.errors import WeightsError, one_line
 from utils.outputs.safe_pickle import UnsafePickleError, load_npy

@@ -16,7 +16,6 @@ SIGTERM and the exception goes on to the launcher.
 import contextlib
 import os
 import signal
-import sys
 import threading
 from typing import Iterator, List
 
