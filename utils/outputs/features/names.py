@@ -8,7 +8,6 @@ caller registered it (the command line, search, the API), else from the files th
 name in its other files is a key), so ``python -m utils.features`` reads any network's
 folder."""
 import os
-import re
 import stat
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -24,7 +23,6 @@ from utils.records.schema import RUNS_FOLDER
 FILE_FORMATS = tuple(EXTENSIONS.values())  # npy, pkl
 FORMATS = FILE_FORMATS + ("h5",)
 STAMPS = "timestamps_ms"  # a key of every network, as is "fps"
-_H5_SHARD = re.compile(r"([A-Za-z0-9_.]+)-\d+-of-\d+\.h5")
 
 
 class OutputError(ValueError):
@@ -81,8 +79,8 @@ def split_name(filename: str, keys: Optional[Sequence[str]] = None
 
 def is_h5_output(filename: str) -> bool:
     """Is this the name of a network's shard file (``h5_format.h5_shard``), whichever network?"""
-    found = _H5_SHARD.fullmatch(filename)
-    return found is not None and h5_format.h5_shard(filename, found[1]) is not None
+    network = filename.rpartition("-of-")[0].rpartition("-")[0]  # what precedes the suffix
+    return bool(network) and h5_format.h5_shard(filename, network) is not None
 
 
 def is_output(filename: str) -> bool:
