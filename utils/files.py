@@ -189,6 +189,30 @@ def atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+def check_free_space(folder: str, need: int, what: str) -> None:
+    """``OSError`` (ENOSPC) naming ``what`` when the file system of ``folder`` has fewer than
+    ``need`` bytes free for this process: checked before a large write that a library makes
+    itself (h5py), whose failure path on a full disk is not safe."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{what} needs {need} bytes and {folder} has {free} free")
+
+
+def reserve_space(path: str, extra: int) -> None:
+    """Allocate ``extra`` bytes at the end of the file at ``path`` (``OSError`` ENOSPC when
+    the disk cannot hold them), so that a library that later writes there (h5py, which
+    truncates the file to its own end when it closes it) never meets a full disk."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, os.fstat(fd).st_size, max(1, extra))
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise  # a file system that cannot reserve: the free-space check stands alone
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """``path`` now holds ``data``, written atomically."""
     with atomic_write(path) as out:

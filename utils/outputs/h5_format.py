@@ -21,6 +21,7 @@ modified in place) and by ``python -m utils.outputs.features pack`` / ``merge`` 
 they are read by ``utils.outputs.features``.
 """
 import json
+import logging
 import os
 from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -30,6 +31,8 @@ from h5py import h5a, h5g, h5l, h5o
 
 from utils.files import is_utf8
 from utils.inputs.paths import parse_shard_name, shard_suffix
+
+log = logging.getLogger(__name__)
 
 FORMAT = "s3d-video-features/h5/1"
 VIDEO_ATTR = "video_path"
@@ -46,6 +49,13 @@ MAX_DEPTH = 200
 # deflate never expands data more than about 1032 times: a dataset that claims more bytes
 # than that many times what it has stored is not read (unallocated chunks read as fill)
 MAX_EXPANSION = 1100
+# the live size estimate (``live_bytes``): what a packed file spends besides the datasets'
+# bytes, for the file (BASE), each video (its group, link, attributes and dataset headers:
+# about 1.3 KB measured, plus its names) and each run record (plus its text)
+LIVE_ATTR = "live_bytes"
+BASE_BYTES = 8192
+VIDEO_BYTES = 1536
+RUN_BYTES = 64
 
 
 class LinkError(ValueError):
@@ -222,10 +232,79 @@ def name_clash(names: Sequence[str], keys: Sequence[str]) -> Optional[Tuple[str,
     return None
 
 
-def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> None:
-    """Record each run's provenance on the root group (``run:<id>``)."""
+def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> int:
+    """Record each run's provenance on the root group (``run:<id>``); a record already there
+    as it is is not written again (HDF5 never reclaims a rewritten attribute's bytes).
+    Returns the estimated bytes added (see ``live_bytes``)."""
+    added = 0
     for run_id, record in records.items():
-        f.attrs[RUN_PREFIX + run_id] = json.dumps(record, sort_keys=True)
+        text = json.dumps(record, sort_keys=True)
+        name = RUN_PREFIX + run_id
+        if f.attrs.get(name) != text:
+            f.attrs[name] = text
+            added += _run_bytes(name, text)
+    return added
+
+
+def live_bytes(f) -> Optional[int]:
+    """The file's estimated size without dead space (the ``live_bytes`` attribute: what its
+    videos' datasets store, ``VIDEO_BYTES`` and the names for each video, its run records;
+    kept up to date by each write), or None when the file does not say (a file of an earlier
+    version, or a damaged value)."""
+    value = f.attrs.get(LIVE_ATTR)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return None
+
+
+def video_bytes(group, name: str, video_path: Any) -> int:
+    """What the video adds to the live size of its file (``live_bytes``)."""
+    stored = sum(dset.id.get_storage_size() for dset in video_datasets(group).values())
+    path = os.fsencode(video_path) if isinstance(video_path, (str, bytes)) else b""
+    return stored + VIDEO_BYTES + len(name.encode("utf-8", "surrogateescape")) + len(path)
+
+
+def _run_bytes(name: str, text: str) -> int:
+    return RUN_BYTES + len(name.encode("utf-8", "surrogateescape")) \
+        + len(text.encode("utf-8", "surrogateescape"))
+
+
+def copy_live(src, dst) -> int:
+    """Write the live objects of file ``src`` into the new file ``dst``: its attributes of
+    the layout (format, feature type, generation, run records) and every video reached
+    through hard links (``video_names``) with its ``video_path`` and ``run`` attributes
+    and its datasets, copied as stored (no decompression).  Anything else -- dead space,
+    planted objects, links, a video whose datasets are links or claim more bytes than the
+    file holds (logged) -- is left behind.  Returns the new file's live size estimate, also
+    stored as its ``live_bytes``."""
+    for name in ("format", "feature_type", "generation"):
+        if name in src.attrs:
+            dst.attrs[name] = src.attrs[name]
+    live = BASE_BYTES
+    for name, text in src.attrs.items():
+        if name.startswith(RUN_PREFIX) and isinstance(text, str):
+            dst.attrs[name] = text
+            live += _run_bytes(name, text)
+    size = file_size(src)
+    for name in video_names(src, ()):
+        try:
+            group = video_group(src, name)
+            datasets = video_datasets(group)
+            for key, dset in datasets.items():
+                check_size(dset, size, f"{name}/{key}")
+        except (KeyError, ValueError, OSError) as e:
+            log.warning("%s: video '%s' is damaged (%s); left out when the file is "
+                        "rewritten", src.filename, name, e)
+            continue
+        out = dst.require_group(name)
+        for attr in (VIDEO_ATTR, RUN_ATTR):
+            if attr in group.attrs:
+                out.attrs[attr] = group.attrs[attr]
+        for key, dset in datasets.items():
+            src.copy(dset, out, name=key)
+        live += video_bytes(out, name, group.attrs.get(VIDEO_ATTR, ""))
+    dst.attrs[LIVE_ATTR] = np.int64(live)
+    return live
 
 
 def runs(f) -> Dict[str, Dict[str, Any]]:

@@ -35,7 +35,8 @@ from utils.outputs import h5_format
 from utils.config import ExtractionConfig
 from utils.networks import network
 from utils.errors import InputError, one_line
-from utils.files import atomic_path, find_temporaries, is_utf8, open_regular, remove_temporaries
+from utils.files import (atomic_path, check_free_space, find_temporaries, is_utf8, open_regular,
+                         remove_temporaries, reserve_space)
 from utils.outputs.resume import arrays_complete
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ _JOURNAL = ".journal"  # .<file>.h5.journal
 _HEADER = struct.Struct("<I")  # JSON length, then the JSON, then the arrays' bytes
 # fold the journal into the file when it is this large and at least as large as the file
 MIN_CHECKPOINT_BYTES = 256 * 2**20
+# a fold rewrites the file's live objects alone when the file has grown past this many times
+# their size (each append session leaves about 5 KB dead: ``h5_format.live_bytes``)
+REPACK_AT = 1.1
+# space reserved for a fold beyond the journal's bytes: the file, and each video's metadata
+FOLD_SLACK = 2**20
+VIDEO_SLACK = 16384
 
 
 def journal_path(h5_path: str) -> str:
@@ -138,9 +145,13 @@ def generation(path: str) -> int:
 def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
     """Fold the journal beside ``path`` (if any) into it: copy the file, add the journal's
     videos, fsync, rename over the file, remove the journal.  Returns the number of videos
-    added.  ``OSError`` (disk full) or a damaged file: the file is left as it was and the
-    journal kept.  A video that cannot be stored is left out and reported to ``on_lost``
-    (``claim`` refuses such videos before they are extracted: this is the last line)."""
+    added.  ``OSError`` (disk full: checked before anything is written, and the space the
+    copy needs reserved before h5py writes there) or a damaged file: the file is left as it
+    was, the journal kept and the temporary removed.  A video that cannot be stored is left
+    out and reported to ``on_lost`` (``claim`` refuses such videos before they are
+    extracted: this is the last line).  When the file has grown past ``REPACK_AT`` times
+    its live size (HDF5 never reclaims the bytes an append leaves dead), the copy is
+    rewritten with its live objects alone (``h5_format.copy_live``)."""
     journal = journal_path(path)
     if not os.path.lexists(journal):
         return 0
@@ -159,9 +170,15 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
         if second is None:
             _remove(journal)  # no video was journaled whole
             return 0
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        extra = os.path.getsize(journal) + FOLD_SLACK + count_journal(journal) * VIDEO_SLACK
+        check_free_space(os.path.dirname(path) or ".", size + extra,
+                         f"adding {journal} to {path}")
         with atomic_path(path) as tmp:
-            count = _fold_into(path, tmp, header, itertools.chain([second], records),
-                               feature_type, on_lost)
+            count, live = _fold_into(path, tmp, header, itertools.chain([second], records),
+                                     feature_type, on_lost, extra)
+            if live is None or os.path.getsize(tmp) > REPACK_AT * live:
+                _repack(tmp)
     finally:
         records.close()
     _remove(journal)
@@ -170,17 +187,21 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
 
 
 def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_type: str,
-               on_lost: Optional[Lost]) -> int:
-    """Write the file with the journal's videos added under ``tmp``; their number."""
+               on_lost: Optional[Lost], extra: int) -> Tuple[int, Optional[int]]:
+    """Write the file with the journal's videos added under ``tmp``, with ``extra`` bytes
+    reserved for them first; their number, and the new file's live size estimate (None
+    when the file had none: ``h5_format.live_bytes``)."""
     if os.path.exists(path):
         shutil.copyfile(path, tmp)
-        f = h5py.File(tmp, "r+")
     else:
-        f = h5py.File(tmp, "w-", libver=h5_format.LIBVER)
-        h5_format.init_file(f, header.get("feature_type", feature_type))
+        with h5py.File(tmp, "w-", libver=h5_format.LIBVER) as f:
+            h5_format.init_file(f, header.get("feature_type", feature_type))
+            f.attrs[h5_format.LIVE_ATTR] = np.int64(h5_format.BASE_BYTES)
+    reserve_space(tmp, extra)  # h5py on a full disk crashes the process: never let it meet one
     count = 0
-    with f:
-        h5_format.add_runs(f, {header["run"]: header["record"]})
+    with h5py.File(tmp, "r+", libver=h5_format.LIBVER) as f:
+        live = h5_format.live_bytes(f)
+        added = h5_format.add_runs(f, {header["run"]: header["record"]})
         for video, arrays in records:
             try:
                 h5_format.write_video(f, video["name"], arrays, video["video_path"],
@@ -191,9 +212,26 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
                 if on_lost:
                     on_lost(video["video_path"], why)
                 continue
+            added += h5_format.video_bytes(f[video["name"]], video["name"], video["video_path"])
             count += 1
         f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
-    return count
+        if live is not None:
+            live += added
+            f.attrs[h5_format.LIVE_ATTR] = np.int64(live)
+    return count, live
+
+
+def _repack(tmp: str) -> None:
+    """Rewrite the file at ``tmp`` with its live objects alone (``h5_format.copy_live``)."""
+    size = os.path.getsize(tmp)
+    check_free_space(os.path.dirname(tmp) or ".", size + FOLD_SLACK, f"rewriting {tmp}")
+    with atomic_path(tmp) as packed:
+        h5py.File(packed, "w-", libver=h5_format.LIBVER).close()
+        reserve_space(packed, size + FOLD_SLACK)
+        with h5py.File(tmp, "r") as src, h5py.File(packed, "r+", libver=h5_format.LIBVER) as dst:
+            live = h5_format.copy_live(src, dst)
+    log.info("%s rewritten without its dead space: %d -> %d bytes (live estimate %d)",
+             tmp, size, os.path.getsize(tmp), live)
 
 
 def _remove(path: str) -> None:
