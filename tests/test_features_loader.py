@@ -22,7 +22,8 @@ from utils.outputs import h5_format, serialization
 from utils.run.batch_run import run
 from utils.networks import networks
 from utils.outputs.features import OutputError, load, main, merge_h5, pack, summarize
-from utils.outputs.h5_store import H5Store, journal_path
+from utils.outputs.h5_journal import journal_path
+from utils.outputs.h5_store import H5Store
 
 PATHS = ["/in/a/b.mp4", "/in/a.mp4", "/in/c/d/e.mp4", "/in/f.mp4"]
 NAMES = {"flat": ["b", "a", "e", "f"], "mirror": ["a/b", "a", "c/d/e", "f"]}
@@ -227,7 +228,10 @@ def test_damaged_h5_is_always_an_output_error_naming_it(made, tmp_path, caplog):
         except OutputError as e:
             assert str(path) in str(e), (at, stage, str(e))
             stages.append(stage)
-    assert "load" in stages and "runs" in stages, stages  # listing and records were hit
+    assert "load" in stages, stages  # listing was hit
+    # and the run records: a damaged one is a warning naming the file (issue 19: ignored)
+    assert "runs" in stages or any(str(path) in r.getMessage() and "not a run record" in
+                                   r.getMessage() for r in caplog.records)
 
 
 def test_mixed_formats_need_a_choice(made, tmp_path):
@@ -293,7 +297,7 @@ def test_journal_beside_the_file_is_warned_about(made, tmp_path, caplog):
 def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, monkeypatch):
     """The warning's count comes from the record frames: no video's payload is hashed or
     decoded (a journal can be tens of GB)."""
-    from utils.outputs import h5_store
+    from utils.outputs import h5_journal
     root = tmp_path / "s3d"
     shutil.copytree(made["outs"]["save_h5", "flat"] / "s3d", root)
     spec = networks()["s3d"]
@@ -306,7 +310,7 @@ def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, m
         journal = journal_path(store.path)
         assert os.path.getsize(journal) > 6 * 8 * 2**20
         hashed = []
-        real_decode, real_sha = h5_store._decode, h5_store.hashlib.sha256
+        real_decode, real_sha = h5_journal.decode, h5_journal.hashlib.sha256
 
         def decode(payload):
             header, arrays = real_decode(payload)
@@ -318,8 +322,8 @@ def test_journal_warning_reads_only_the_journal_header(made, tmp_path, caplog, m
             hashed.append(len(data))
             return real_sha(data)
 
-        monkeypatch.setattr(h5_store, "_decode", decode)
-        monkeypatch.setattr(h5_store.hashlib, "sha256", sha256)
+        monkeypatch.setattr(h5_journal, "decode", decode)
+        monkeypatch.setattr(h5_journal.hashlib, "sha256", sha256)
         with caplog.at_level(logging.WARNING), load(str(root)) as features:
             assert len(features) == 4
         monkeypatch.undo()

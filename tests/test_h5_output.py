@@ -11,7 +11,7 @@ import pytest
 
 from batch_helpers import (ExtractorDouble, cli_args, load_set, make_cfg, output_files_under,
                            read_jsonl)
-from utils.outputs import h5_format, h5_store
+from utils.outputs import h5_format, h5_journal, h5_store
 from utils.run.batch_run import run
 from utils.errors import InputError
 from videos import synth
@@ -183,10 +183,10 @@ def test_journal_torn_stale_and_disk_full(tmp_path, monkeypatch):
         s.write("b", _arrays(2.0), "/v/b.mp4")
     monkeypatch.setattr(h5_store.os, "write", real_write)
     s.write("c", _arrays(3.0), "/v/c.mp4")
-    journal = h5_store.journal_path(s.path)
+    journal = h5_journal.journal_path(s.path)
     with open(journal, "ab") as f:  # a record cut short by a kill
         f.write(b"S3DJ" + (10**6).to_bytes(8, "little") + b"x" * 50)
-    records = [video["name"] for video, _ in list(h5_store.read_journal(journal))[1:]]
+    records = [video["name"] for video, _ in list(h5_journal.read_journal(journal))[1:]]
     assert records == ["a", "c"]
     s._fd = None  # as if killed: the journal stays
     saved = open(journal, "rb").read()
@@ -251,7 +251,7 @@ def test_kill_at_every_stage_then_rerun_gives_the_uninterrupted_file(random_chec
         assert killed.returncode == -9, (point, killed.stderr[-2000:])
         path = os.path.join(root, H5)
         assert sorted(h5_videos(path) if os.path.exists(path) else {}) == in_file, point
-        assert os.path.exists(h5_store.journal_path(path)) == journal_left, point
+        assert os.path.exists(h5_journal.journal_path(path)) == journal_left, point
     final = _harness("none", args, str(tmp_path))
     assert final.returncode == 0, final.stderr
     assert "2 videos added" in final.stderr and "4 videos already have complete outputs" in final.stderr
@@ -448,7 +448,7 @@ def test_a_killed_runs_journal_is_folded_by_a_run_with_another_num_shards(tmp_pa
         run(make_cfg(paths, out, on_extraction="save_h5", shard=shard, num_shards=2), table)
     assert table.calls == ["b.mp4"]
     assert sorted(h5_videos(os.path.join(root, H5))) == ["a"]
-    assert not os.path.exists(h5_store.journal_path(os.path.join(root, H5)))
+    assert not os.path.exists(h5_journal.journal_path(os.path.join(root, H5)))
 
 
 def test_a_checkpoint_that_fails_mid_run_costs_nothing(tmp_path, monkeypatch):

@@ -15,7 +15,8 @@ from batch_helpers import REPO, cli_args, run_cli
 from videos import synth
 
 from utils.outputs import h5_format
-from utils.outputs.h5_store import H5Store, journal_path
+from utils.outputs.h5_journal import journal_path
+from utils.outputs.h5_store import H5Store
 
 KEYS = ("s3d", "timestamps_ms", "fps")
 H5 = "s3d-0-of-1.h5"

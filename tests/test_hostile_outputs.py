@@ -219,12 +219,12 @@ def test_an_npy_header_claiming_a_trillion_rows_is_one_warning_in_summary(tmp_pa
 
 def test_a_journal_frame_longer_than_the_file_is_one_warning(random_checkpoint, clip, made,
                                                               tmp_path):
-    from utils.outputs import h5_store
+    from utils.outputs import h5_journal
     out, h5, want = _first_run(made, tmp_path)
     with h5py.File(h5, "r") as f:
         generation = int(f.attrs["generation"])
-    journal = h5_store.journal_path(h5)
-    header = h5_store._encode({"generation": generation, "feature_type": "s3d", "run": "x",
+    journal = h5_journal.journal_path(h5)
+    header = h5_journal.encode({"generation": generation, "feature_type": "s3d", "run": "x",
                                "record": {}})
     with open(journal, "wb") as f:  # a frame whose length says 2^40 bytes
         f.write(header + b"S3DJ" + (2**40).to_bytes(8, "little") + b"x" * 64)
@@ -310,3 +310,49 @@ def test_a_folder_input_covering_output_path_and_tmp_path_leaves_them_out(random
     assert [r["path"] for r in manifest] == [str(top / "a.mp4")]
     assert any("2 of its 3 video files are under output_path or tmp_path" in ln
                for ln in proc.stderr.splitlines())
+
+
+def test_a_shard_file_copied_alone_keeps_its_run_in_the_rerun_check(random_checkpoint, clip,
+                                                                      made, tmp_path):
+    """No manifest, no runs/: the file's own run:<id> record still refuses other options."""
+    alone = tmp_path / "alone" / "s3d"
+    alone.mkdir(parents=True)
+    shutil.copy(os.path.join(made, "s3d", H5), alone / H5)
+    before = (alone / H5).read_bytes()
+    other = _run(random_checkpoint, str(alone.parent), [clip], tmp_path, step_size=2 * STACK)
+    assert other.returncode == 2, other.stderr
+    [line] = [ln for ln in other.stderr.splitlines() if ln.startswith("error:")]
+    assert str(alone / H5) in line and "video 'clip'" in line
+    assert f"step_size {STACK} there vs {2 * STACK} now" in line and "overwrite=true" in line
+    assert (alone / H5).read_bytes() == before
+    same = _run(random_checkpoint, str(alone.parent), [clip], tmp_path)
+    assert same.returncode == 0 and "done 0, skipped 1" in _done_line(same), same.stderr
+
+
+@pytest.mark.parametrize("sink", ["save_h5", "save_numpy"])
+def test_an_output_name_holding_another_inputs_features_fails_naming_both(
+        random_checkpoint, clip, made, tmp_path, sink):
+    """Flat layout: clips/clip.mp4 is done; other/clip.mp4, another video, must not be
+    reported skipped on clips/clip.mp4's features."""
+    if sink == "save_h5":
+        out, h5, want = _first_run(made, tmp_path)
+    else:
+        out = str(tmp_path / "out")
+        first = _run(random_checkpoint, out, [clip], tmp_path, on_extraction=sink)
+        assert first.returncode == 0, first.stderr
+        want = {k: np.load(os.path.join(out, "s3d", f"clip_{k}.npy"))
+                for k in ("s3d", "timestamps_ms", "fps")}
+    other = tmp_path / "other" / "clip.mp4"
+    other.parent.mkdir()
+    synth(str(other), seconds=0.6, size="32x24", source="smptebars")
+    again = _run(random_checkpoint, out, [str(other)], tmp_path, on_extraction=sink)
+    assert again.returncode == 1, again.stderr
+    assert "done 0, skipped 0" in _done_line(again) and "failed 1" in _done_line(again)
+    [line] = [ln for ln in again.stderr.splitlines() if ln.startswith("FAILED")]
+    assert str(other) in line and clip in line and "output_layout=mirror" in line
+    got = _features(out) if sink == "save_h5" else {
+        k: np.load(os.path.join(out, "s3d", f"clip_{k}.npy")) for k in want}
+    for key, value in want.items():  # clips/clip.mp4's features kept
+        np.testing.assert_array_equal(got[key], value)
+    mine = _run(random_checkpoint, out, [clip], tmp_path, on_extraction=sink)
+    assert mine.returncode == 0 and "done 0, skipped 1" in _done_line(mine), mine.stderr

@@ -41,6 +41,15 @@ class FileStore:
         """'': files of distinct output names never clash."""
         return ""
 
+    @staticmethod
+    def held_runs(root: str, feature_type: str, features: Dict[str, Any]) -> list:
+        """[]: the files record no run (the manifests and ``runs/`` do)."""
+        return []
+
+    def source(self, name: str) -> Optional[str]:
+        """None: the files do not record their input (the manifests do)."""
+        return None
+
     def outputs(self, name: str) -> Dict[str, str]:
         return output_files(self.root, name, self.sink, self.keys)
 

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5g, h5l, h5o
 
+from utils.errors import one_line
 from utils.files import is_utf8
 from utils.inputs.paths import parse_shard_name, shard_suffix
 
@@ -273,18 +274,16 @@ def copy_live(src, dst) -> int:
     """Write the live objects of file ``src`` into the new file ``dst``: its attributes of
     the layout (format, feature type, generation, run records) and every video reached
     through hard links (``video_names``) with its ``video_path`` and ``run`` attributes
-    and its datasets, copied as stored (no decompression).  Anything else -- dead space,
-    planted objects, links, a video whose datasets are links or claim more bytes than the
+    and its datasets, copied as stored (no decompression), and the records of the runs that
+    made them.  Anything else -- dead space, planted objects, links, the records of runs
+    whose videos were all redone, a video whose datasets are links or claim more bytes than the
     file holds (logged) -- is left behind.  Returns the new file's live size estimate, also
     stored as its ``live_bytes``."""
     for name in ("format", "feature_type", "generation"):
         if name in src.attrs:
             dst.attrs[name] = src.attrs[name]
     live = BASE_BYTES
-    for name, text in src.attrs.items():
-        if name.startswith(RUN_PREFIX) and isinstance(text, str):
-            dst.attrs[name] = text
-            live += _run_bytes(name, text)
+    owners = set()  # the runs that made a video kept
     size = file_size(src)
     for name in video_names(src, ()):
         try:
@@ -303,14 +302,48 @@ def copy_live(src, dst) -> int:
         for key, dset in datasets.items():
             src.copy(dset, out, name=key)
         live += video_bytes(out, name, group.attrs.get(VIDEO_ATTR, ""))
+        run = group.attrs.get(RUN_ATTR)
+        if isinstance(run, str):
+            owners.add(run)
+    for name, text in src.attrs.items():  # the records of runs that made a video kept
+        if name.startswith(RUN_PREFIX) and name[len(RUN_PREFIX):] in owners \
+                and isinstance(text, str):
+            dst.attrs[name] = text
+            live += _run_bytes(name, text)
     dst.attrs[LIVE_ATTR] = np.int64(live)
     return live
 
 
-def runs(f) -> Dict[str, Dict[str, Any]]:
-    """The provenance records of the runs that wrote the file, by run id."""
-    return {name[len(RUN_PREFIX):]: json.loads(value) for name, value in f.attrs.items()
-            if name.startswith(RUN_PREFIX)}
+def runs(f) -> Dict[str, Any]:
+    """The provenance records of the runs that wrote the file, by run id, as decoded JSON
+    (checked by the reader: ``utils.records.provenance.checked_runs``); a value that is not
+    JSON text is left out with a warning."""
+    found: Dict[str, Any] = {}
+    for name, value in f.attrs.items():
+        if name.startswith(RUN_PREFIX):
+            try:
+                found[name[len(RUN_PREFIX):]] = json.loads(value)
+            except (TypeError, ValueError) as e:
+                log.warning("%s: attribute %s is not a run record (%s), ignored", f.filename,
+                            name, one_line(e))
+    return found
+
+
+def first_videos(f, run_ids: Container[str]) -> Dict[str, str]:
+    """Run id -> the first video of the file (``video_names`` order) that the run made (its
+    group's ``run`` attribute), for the runs of ``run_ids`` that still own a video here; the
+    walk stops once each is found."""
+    found: Dict[str, str] = {}
+    for name in video_names(f, ()):
+        try:
+            run = video_group(f, name).attrs.get(RUN_ATTR)
+        except (LinkError, KeyError, AttributeError):
+            continue
+        if isinstance(run, str) and run in run_ids and run not in found:
+            found[run] = name
+            if all(i in found for i in run_ids):  # type: ignore[attr-defined]
+                break
+    return found
 
 
 def video_names(f, datasets: Container[str]) -> Iterator[str]:

@@ -3,9 +3,10 @@
 An HDF5 file modified in place can be left unreadable by a kill in the middle of a write, so
 the shard's ``.h5`` is never modified in place:
 
-- each finished video is appended to a journal beside it (``.<name>.h5.journal``): one
-  record (a JSON header, the raw arrays, a SHA-256 of both), fsynced before the video is
-  reported done.  A record cut short by a kill fails its checksum and is ignored;
+- each finished video is appended to a journal beside it (``.<name>.h5.journal``,
+  ``utils.outputs.h5_journal``): one record (a JSON header, the raw arrays, a SHA-256 of
+  both), fsynced before the video is reported done.  A record cut short by a kill fails its
+  checksum and is ignored;
 - at a checkpoint (the end of the run, Ctrl-C or SIGTERM, the next run's start, or when the
   journal has grown as large as the file: copying stays linear in the data) the file is
   copied to a temporary, the journal's videos are added to the copy, and the copy is
@@ -18,15 +19,12 @@ dropped, not applied twice.  A reader of the ``.h5`` (``utils.outputs.features``
 of the last checkpoint.
 """
 import contextlib
-import hashlib
 import itertools
-import json
 import logging
 import os
 import shutil
 import stat
-import struct
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
@@ -37,15 +35,13 @@ from utils.networks import network
 from utils.errors import InputError, one_line
 from utils.files import (atomic_path, check_free_space, find_temporaries, is_utf8, open_regular,
                          remove_temporaries, reserve_space)
+from utils.outputs.h5_journal import (count_journal, encode, journal_of, journal_path,
+                                      read_journal)
 from utils.outputs.resume import arrays_complete
+from utils.records.provenance import checked_runs, differences
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"S3DJ"
-_FRAME = struct.Struct("<4sQ")  # magic, payload length; then the payload, then its SHA-256
-_DIGEST = 32
-_JOURNAL = ".journal"  # .<file>.h5.journal
-_HEADER = struct.Struct("<I")  # JSON length, then the JSON, then the arrays' bytes
 # fold the journal into the file when it is this large and at least as large as the file
 MIN_CHECKPOINT_BYTES = 256 * 2**20
 # a fold rewrites the file's live objects alone when the file has grown past this many times
@@ -54,81 +50,6 @@ REPACK_AT = 1.1
 # space reserved for a fold beyond the journal's bytes: the file, and each video's metadata
 FOLD_SLACK = 2**20
 VIDEO_SLACK = 16384
-
-
-def journal_path(h5_path: str) -> str:
-    folder, name = os.path.split(h5_path)
-    return os.path.join(folder, f".{name}{_JOURNAL}")
-
-
-def _encode(header: Dict[str, Any], arrays: Sequence[Tuple[str, np.ndarray]] = ()) -> bytes:
-    header = dict(header, arrays=[[key, a.dtype.str, list(a.shape)] for key, a in arrays])
-    text = json.dumps(header, sort_keys=True).encode("utf-8")
-    payload = b"".join([_HEADER.pack(len(text)), text]
-                       + [np.ascontiguousarray(a).tobytes() for _, a in arrays])
-    return _FRAME.pack(_MAGIC, len(payload)) + payload + hashlib.sha256(payload).digest()
-
-
-def _decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
-    (size,) = _HEADER.unpack_from(payload)
-    header = json.loads(payload[_HEADER.size:_HEADER.size + size])
-    arrays, at = {}, _HEADER.size + size
-    for key, dtype, shape in header.pop("arrays"):
-        dtype = np.dtype(dtype)
-        if dtype.hasobject:
-            raise ValueError("object arrays are never read from a journal")
-        count = int(np.prod(shape, dtype=np.int64))
-        arrays[key] = np.frombuffer(payload, dtype, count, at).reshape(shape).copy()
-        at += count * dtype.itemsize
-    return header, arrays
-
-
-def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
-    """The journal's records in order, up to the first incomplete or damaged one (a write cut
-    short by a kill: logged and ignored)."""
-    fd = open_regular(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        end = os.fstat(fd).st_size
-        while True:
-            at = f.tell()
-            frame = f.read(_FRAME.size)
-            if not frame:
-                return
-            ok = len(frame) == _FRAME.size
-            if ok:
-                magic, size = _FRAME.unpack(frame)
-                if magic == _MAGIC and size > end - at - _FRAME.size - _DIGEST:
-                    # never read: a length beyond the file is damage (or a cut write)
-                    log.warning("%s: the record at offset %d claims %d bytes, more than the "
-                                "file holds (%d bytes); it and the rest of the journal are "
-                                "ignored, the videos they held are extracted again", path, at,
-                                size, end)
-                    return
-                payload = f.read(size) if magic == _MAGIC else b""
-                digest = f.read(_DIGEST)
-                ok = (magic == _MAGIC and len(payload) == size
-                      and hashlib.sha256(payload).digest() == digest)
-            if not ok:
-                log.warning("%s ends with an incomplete record (a write cut short); the video "
-                            "it held is extracted again", path)
-                return
-            yield _decode(payload)
-
-
-def count_journal(path: str) -> int:
-    """How many videos a journal holds, from its record frames alone (no payload is read or
-    checked: a cheap count for a reader's warning; a damaged last record is counted)."""
-    fd = open_regular(path, os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        end = os.fstat(f.fileno()).st_size
-        at = records = 0
-        while at + _FRAME.size <= end:
-            magic, size = _FRAME.unpack(os.pread(f.fileno(), _FRAME.size, at))
-            if magic != _MAGIC:
-                break
-            at += _FRAME.size + size + _DIGEST
-            records += 1
-    return max(0, records - 1)  # the first record is the journal's header
 
 
 Lost = Callable[[str, str], None]  # (video path, why): a journaled video left out of the file
@@ -245,9 +166,7 @@ def _shard_files(root: str, feature_type: str) -> Dict[str, int]:
     found = {}
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(root):
-            name = entry.name
-            if name.startswith(".") and name.endswith(_JOURNAL):
-                name = name[1:-len(_JOURNAL)]
+            name = journal_of(entry.name) or entry.name
             shard = h5_format.h5_shard(name, feature_type)
             if shard and entry.is_file(follow_symlinks=False):  # never a link or a FIFO
                 found[os.path.join(root, name)] = shard[1]
@@ -349,6 +268,29 @@ class H5Store:
                         one_line(e))
             return None
 
+    @staticmethod
+    def held_runs(root: str, feature_type: str, features: Dict[str, Any]
+                  ) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(where, features)`` of each run whose ``run:<id>`` record a shard file of the
+        folder holds, whose features differ from ``features`` and that still owns a video
+        there (a file copied alone into a folder keeps what made it)."""
+        held: List[Tuple[str, Dict[str, Any]]] = []
+        for path in _shard_files(root, feature_type):
+            if not (os.path.lexists(path) and stat.S_ISREG(os.lstat(path).st_mode)):
+                continue  # a journal alone
+            try:
+                with h5py.File(path, "r") as f:
+                    h5_format.check_file(f, path)
+                    other = {run_id: run.features for run_id, run in
+                             checked_runs(h5_format.runs(f), path).items()
+                             if differences(run.features, features)}
+                    owned = h5_format.first_videos(f, set(other)) if other else {}
+            except (OSError, ValueError):
+                continue  # opening the store says why (its own file) or warns (another's)
+            held += [(f"{path} (video '{name}', run {run_id})", other[run_id])
+                     for run_id, name in owned.items()]
+        return held
+
     # -- what batch_run asks ----------------------------------------------------------------
     def outputs(self, name: str) -> Dict[str, str]:
         """Where each key of the video lands: ``<file>.h5/<name>/<key>`` (for manifests)."""
@@ -384,6 +326,21 @@ class H5Store:
             return ""
         return ""
 
+    def source(self, name: str) -> Optional[str]:
+        """The input whose features the shard files hold under ``name`` (its group's
+        ``video_path``), or None."""
+        for reader in self._readers:
+            try:
+                group = h5_format.video_group(reader, name) if is_utf8(name) else None
+            except (OSError, ValueError):
+                continue
+            if group is not None:
+                value = group.attrs.get(h5_format.VIDEO_ATTR)
+                if isinstance(value, (bytes, np.bytes_)):
+                    return os.fsdecode(bytes(value))
+                return value if isinstance(value, str) else None
+        return None
+
     def complete(self, name: str) -> Optional[Tuple[int, float]]:
         """``(Tv, seconds)`` when a shard file of the folder (as of its last checkpoint),
         this shard's first, holds the video whole."""
@@ -416,7 +373,7 @@ class H5Store:
         while copying) is logged; the journal stays and is folded later."""
         if self._fd is None:
             self._open_journal()
-        data = _encode({"name": name, "video_path": video_path, "run": self.run_id},
+        data = encode({"name": name, "video_path": video_path, "run": self.run_id},
                        [(key, np.asarray(value)) for key, value in arrays.items()])
         self._append(data)
         if self._journal_bytes >= max(MIN_CHECKPOINT_BYTES, self._file_size()):
@@ -457,7 +414,7 @@ class H5Store:
         self._fd = open_regular(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         self._journal_bytes = 0
         try:
-            self._append(_encode(header))
+            self._append(encode(header))
         except OSError:
             os.close(self._fd)
             self._fd = None

@@ -7,7 +7,7 @@ reader in ``utils/outputs/features/read.py`` (``load`` reads every format), and 
 ``on_extraction`` value in ``utils/config.py``.  What "complete" means stays
 ``utils.outputs.resume.arrays_complete``.
 """
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -33,6 +33,17 @@ class Store(Protocol):
     def name_clash(names: Sequence[str], keys: Sequence[str]) -> str:
         """Why these output names (the whole list) cannot be stored together ('' when they
         can); asked before any work."""
+
+    @staticmethod
+    def held_runs(root: str, feature_type: str, features: Dict[str, Any]
+                  ) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(where, features)`` of the runs that made outputs in the folder with other
+        ``features``, as the output files themselves record them (beside the manifests' run
+        records); asked by the rerun check."""
+
+    def source(self, name: str) -> Optional[str]:
+        """The input whose features the output name holds, as the outputs record it (None:
+        not there, or not recorded); a video whose path differs is refused."""
 
     def outputs(self, name: str) -> Dict[str, str]:
         """Where each key of the video goes (the manifest names them)."""

@@ -29,7 +29,7 @@ import re
 import secrets
 import socket
 from dataclasses import fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from utils.config import ExtractionConfig, feature_options
 from utils.errors import InputError
@@ -226,10 +226,12 @@ def option_sets(latest: Dict[str, ManifestRecord], runs: Dict[str, RunRecord]
 
 
 def check_rerun(root: str, record: RunRecord, latest: Dict[str, ManifestRecord],
-                overwrite: bool) -> None:
+                overwrite: bool, held: Sequence[Tuple[str, Dict[str, Any]]] = ()) -> None:
     """Refuse (``InputError``, exit 2) a run into a folder whose outputs were made with other
     feature options or weights; ``overwrite=true`` goes on.  A folder with outputs but no run
-    record (made before records existed) gets one warning."""
+    record (made before records existed) gets one warning.  ``held``: ``(where, features)``
+    of runs whose outputs an output file records itself (an ``.h5`` file's ``run:<id>``
+    records of runs that still own a video there), compared too."""
     made = [r for r in latest.values() if r.made]
     runs = read_runs(root, {r.run for r in made if r.run is not None})
     sets = option_sets(latest, runs)
@@ -239,11 +241,12 @@ def check_rerun(root: str, record: RunRecord, latest: Dict[str, ManifestRecord],
                     "what made each video", root, RUNS_FOLDER)
     if overwrite:
         return
-    for features, videos in sets:
+    found = [(f"{root} holds features of {len(videos)} video(s)", features)
+             for features, videos in sets]
+    for what, features in found + [(f"{where} holds features", f) for where, f in held]:
         diff = differences(features, record.features)
         if diff:
             listed = ", ".join(f"{name} {old!r} there vs {new!r} now" for name, old, new in diff)
             raise InputError(
-                f"output_path: {root} holds features of {len(videos)} video(s) made with other "
-                f"options ({listed}); use another output_path, or overwrite=true to redo "
-                "every video with the new options")
+                f"output_path: {what} made with other options ({listed}); use another "
+                "output_path, or overwrite=true to redo every video with the new options")

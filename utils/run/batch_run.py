@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable, ContextManager, Dict, List, Protocol, Sequence, Union
+from typing import (Any, Callable, ContextManager, Dict, List, Optional, Protocol, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from utils.outputs.naming import output_names, output_root
 from utils.outputs.store import STORES, Store
 from utils.records.lock import shard_lock
 from utils.records.manifests import latest_records
+from utils.outputs.features.names import locate
 from utils.records.provenance import check_rerun, new_run_id, run_record, write_run_record
 from utils.records.run_report import RunReport, failed_name, manifest_name
 from utils.records.schema import ManifestRecord, RunRecord
@@ -80,19 +82,44 @@ def _collect_warnings(path: str):
 
 
 def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
-                 record: RunRecord) -> RunReport:
+                 record: RunRecord) -> Tuple[RunReport, Dict[str, str]]:
     """Check the folder against ``record``, write it, open the manifest and failure list
-    (every manifest read once)."""
+    (every manifest read once); with the report, the input whose features each output name
+    holds, by the manifests (``_sources``)."""
     manifest_file = os.path.join(root, manifest_name(cfg.shard, cfg.num_shards))
     per_manifest: Dict[str, Dict[str, ManifestRecord]] = {}
-    check_rerun(root, record, latest_records(root, per_manifest=per_manifest), cfg.overwrite)
+    latest = latest_records(root, per_manifest=per_manifest)
+    _check_rerun(cfg, root, record, latest)
     try:
         write_run_record(root, record)
-        return RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
-                         manifest_file=manifest_file, started=started, run_id=run_id,
-                         previous=per_manifest.get(manifest_file, {}), launch=record.launch)
+        report = RunReport(failed_file=os.path.join(root, failed_name(cfg.shard, cfg.num_shards)),
+                           manifest_file=manifest_file, started=started, run_id=run_id,
+                           previous=per_manifest.get(manifest_file, {}), launch=record.launch)
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
+    return report, _sources(root, latest, network(cfg.feature_type).keys)
+
+
+def _check_rerun(cfg: ExtractionConfig, root: str, record: RunRecord,
+                 latest: Dict[str, ManifestRecord]) -> None:
+    """``check_rerun`` over the runs the manifests name and those the store's own files
+    record (a shard ``.h5`` copied alone into a folder keeps its ``run:<id>`` records)."""
+    store = STORES.get(cfg.on_extraction.value)
+    held = store.held_runs(root, cfg.feature_type, record.features) \
+        if store and not cfg.overwrite else []
+    check_rerun(root, record, latest, cfg.overwrite, held)
+
+
+def _sources(root: str, latest: Dict[str, ManifestRecord], keys: Sequence[str]
+             ) -> Dict[str, str]:
+    """Output name -> the input path whose features the manifests say it holds."""
+    found: Dict[str, str] = {}
+    for path, record in latest.items():
+        if record.made and record.outputs:
+            where = locate(root, next(iter(record.outputs.values())), keys)
+            if where is not None:
+                found[where[1]] = path
+    return found
 
 
 def run(cfg: ExtractionConfig,
@@ -137,12 +164,12 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
                 raise
             if cfg.overwrite:
                 raise
-            check_rerun(root, record, latest_records(root), cfg.overwrite)
+            _check_rerun(cfg, root, record, latest_records(root))
             return _read_only_run(cfg, root, mine, started)
-        report = _open_report(cfg, root, started, run_id, record)
+        report, sources = _open_report(cfg, root, started, run_id, record)
         store = _open_store(cfg, root, run_id, record.to_json(), on_lost=_lost_to(report))
         held.callback(_close_store, store)
-        return _videos(cfg, extractor, report, store, mine, len(paths))
+        return _videos(cfg, extractor, report, store, mine, len(paths), sources)
 
 
 def _open_store(cfg: ExtractionConfig, root: str, run_id: str = "", record=None,
@@ -200,9 +227,10 @@ def _read_only_run(cfg: ExtractionConfig, root: str, mine, started: float) -> Ru
 
 
 def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
-            total: int) -> RunReport:
+            total: int, sources: Optional[Dict[str, str]] = None) -> RunReport:
     """Skip, extract, write and report each video of this shard (under its lock);
-    ``store``: where outputs go (None: printed)."""
+    ``store``: where outputs go (None: printed); ``sources``: output name -> the input whose
+    features it holds (``_sources``)."""
     log.info("%d video%s in this shard (%d in all), %s on %s", len(mine),
              "" if len(mine) == 1 else "s", total,
              f"features to {store.root}" if store else "printing features", extractor.device)
@@ -214,7 +242,7 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
         todo = []
         for path, name in mine:
             if store:
-                escape = store.claim(name)
+                escape = store.claim(name) or _taken(sources or {}, store, path, name)
                 if escape:
                     report.add_failed(path, "write", escape)
                     continue
@@ -241,6 +269,19 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
     progress.update(report, final=True)
     log.info(report.summary())
     return report
+
+
+def _taken(sources: Dict[str, str], store, path: str, name: str) -> str:
+    """Why the video cannot use its output name ('' when it can): the name already holds the
+    features of another input, as its manifest record or the store's own record (an
+    ``.h5`` group's ``video_path``) says: a flat layout's ``a/clip.mp4`` and ``b/clip.mp4``
+    in two runs, or a mirror layout of two lists with other common folders."""
+    for owner in (sources.get(name), store.source(name)):
+        if owner is not None and os.path.normpath(owner) != os.path.normpath(path):
+            return (f"its output name '{name}' already holds the features of {owner}; use "
+                    "output_layout=mirror (or input_root) to keep the inputs' folders in the "
+                    "names, or another output_path")
+    return ""
 
 
 def _stopped(report: RunReport, store, how: str) -> None:

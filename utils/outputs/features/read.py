@@ -16,7 +16,7 @@ from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
                                           feature_type_of, in_network_order, infer_keys,
                                           locate, regular_file,
                                           registered_keys, scan, split_name)
-from utils.outputs.h5_store import count_journal, journal_path, read_journal
+from utils.outputs.h5_journal import count_journal, journal_path, read_journal
 from utils.outputs.safe_pickle import read_npy_header
 from utils.records.manifests import latest_records
 from utils.records.provenance import checked_runs, folder_runs
