@@ -73,3 +73,51 @@ def test_the_loader_reads_a_run_attribute_that_is_not_text_as_absent(tmp_path, c
     with load(path) as features:
         assert features.video_path("clip") is None and features.run("clip") is None
     assert caplog.text.count("is not text") == 2 and path in caplog.text
+
+
+# -- 3: an .h5 another process holds open ----------------------------------------------------
+
+@pytest.fixture
+def held(tmp_path):
+    """A features file another process holds open for writing (HDF5's file lock taken)."""
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
+        pytest.skip("HDF5 file locking is turned off in this environment")
+    path = str(tmp_path / H5)
+    with _ours(path) as f:
+        _video(f, "clip")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'a'); "
+         "print('open', flush=True); sys.stdin.read()", path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        yield path
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def _says_wait(text, path):
+    assert f"{path} is open in another process" in text and "wait for that process" in text
+    assert "start the shard's file anew" not in text and "Traceback" not in text
+
+
+def test_a_locked_shard_file_is_waited_for_never_moved_away(held, caplog):
+    from utils.errors import InputError
+    from utils.outputs.h5_store import H5Store
+    with pytest.raises(InputError) as e:
+        H5Store._open_reader(held, own=True)
+    _says_wait(str(e.value), held)
+    assert "\n" not in str(e.value)
+    assert H5Store._open_reader(held, own=False) is None  # another shard's: one warning
+    _says_wait(caplog.text, held)
+
+
+def test_summary_and_merge_of_a_locked_file_say_another_process_has_it(held, tmp_path):
+    for proc in (_features_cli("summary", held),
+                 _features_cli("merge", str(tmp_path / "m.h5"), held)):
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.splitlines()
+        assert line.startswith("error: ")
+        _says_wait(line, held)
+    assert not os.path.exists(tmp_path / "m.h5")

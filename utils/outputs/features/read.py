@@ -221,7 +221,8 @@ class H5Features(Features):
             try:
                 f = h5py.File(path, "r")
             except OSError as e:
-                raise OutputError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
+                raise OutputError(h5_format.locked_message(path, e) or
+                                  f"{path}: not a readable HDF5 file ({one_line(e)})") from None
             try:
                 h5_format.check_file(f, path)
             except Exception as e:  # noqa: BLE001 - a damaged or odd format attribute
