@@ -121,3 +121,117 @@ def test_summary_and_merge_of_a_locked_file_say_another_process_has_it(held, tmp
         assert line.startswith("error: ")
         _says_wait(line, held)
     assert not os.path.exists(tmp_path / "m.h5")
+
+
+# -- 1 and 2: a planted or garbled .pkl, a damaged or missing key file -----------------------
+
+KEYS = ("s3d", "timestamps_ms", "fps")
+
+
+class _System:
+    """Pickles as a call of os.system (what a planted .pkl would run)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _set(root, stem, ext="pkl", rows=3):
+    arrays = {"s3d": np.full((rows, 1024), len(stem), np.float32),
+              "timestamps_ms": np.arange(rows * 2.0).reshape(rows, 2), "fps": np.float64(25)}
+    files = {key: os.path.join(root, f"{stem}_{key}.{ext}") for key in KEYS}
+    for key, path in files.items():
+        if ext == "npy":
+            np.save(path, arrays[key])
+        else:
+            with open(path, "wb") as f:
+                pickle.dump(arrays[key], f)
+    return files
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A save_pickle folder: 'good' and 'other' whole; 'planted' (its s3d .pkl runs a command
+    when unpickled), 'garbage' (its fps .pkl is not a pickle), 'huge' (its fps a number no
+    numpy integer holds: an object array)."""
+    root = tmp_path / "out" / "s3d"
+    root.mkdir(parents=True)
+    marker = tmp_path / "MARKER"
+    files = {stem: _set(str(root), stem) for stem in ("good", "other", "planted", "garbage",
+                                                       "huge")}
+    with open(files["planted"]["s3d"], "wb") as f:
+        pickle.dump(_System(f"touch {marker}"), f, protocol=2)
+    with open(files["garbage"]["fps"], "wb") as f:
+        f.write(b"\x80\x04garbage")
+    with open(files["huge"]["fps"], "wb") as f:
+        pickle.dump(10 ** 100, f)
+    return str(root), files, marker
+
+
+def test_summary_of_a_folder_with_a_planted_pkl_warns_once_per_file(planted):
+    root, files, marker = planted
+    proc = _features_cli("summary", root)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and not marker.exists()
+    assert "damaged: 2 video(s)" in proc.stdout and "videos: 3" in proc.stdout
+    planted_line, garbage_line = sorted(_warnings(proc), key=lambda ln: "garbage" in ln)
+    assert files["planted"]["s3d"] in planted_line and "refused to load" in planted_line
+    assert "os.system" in planted_line or "posix.system" in planted_line
+    assert files["garbage"]["fps"] in garbage_line and "cannot be read" in garbage_line
+
+
+def test_pack_of_a_folder_with_a_planted_pkl_leaves_it_out_naming_the_file(planted, tmp_path):
+    root, files, marker = planted
+    out = str(tmp_path / "p.h5")
+    proc = _features_cli("pack", root, out)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and not marker.exists()
+    assert "2 videos packed; 3 incomplete sets left out" in proc.stdout
+    warnings = sorted(_warnings(proc))
+    assert len(warnings) == 3, warnings
+    for line, (stem, key, why) in zip(warnings, [("garbage", "fps", "cannot be read"),
+                                                 ("huge", "fps", "not one number"),
+                                                 ("planted", "s3d", "refused to load")]):
+        assert line.startswith(f"WARNING: {files[stem][key]}: {why}"), line
+        assert f"video '{stem}' not packed" in line
+    from utils.outputs.features import load
+    with load(out) as packed:
+        assert sorted(packed) == ["good", "other"]
+
+
+def test_a_rerun_warns_about_the_planted_file_not_the_first_of_the_set(tmp_path, caplog):
+    from utils.outputs.resume import outputs_complete
+    from utils.networks import network
+    marker = tmp_path / "MARKER"
+    files = _set(str(tmp_path), "clip")
+    with open(files["timestamps_ms"], "wb") as f:
+        pickle.dump(_System(f"touch {marker}"), f, protocol=2)
+    assert outputs_complete(files, network("s3d").features) is None
+    assert not marker.exists()
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"{files['timestamps_ms']}: refused to load")
+
+
+def test_pack_names_the_damaged_or_missing_file_of_a_set(tmp_path):
+    root = tmp_path / "s3d"
+    root.mkdir()
+    _set(str(root), "good", "npy")
+    cut = _set(str(root), "cut", "npy")
+    with open(cut["s3d"], "r+b") as f:
+        f.truncate(200)  # its header whole, its data cut
+    short = _set(str(root), "short", "npy")
+    np.save(short["s3d"], np.ones((2, 1024), np.float32))  # 2 rows, 3 timestamps
+    lacking = _set(str(root), "lacking", "npy")
+    os.remove(lacking["fps"])
+    proc = _features_cli("pack", str(root), str(tmp_path / "p.h5"))
+    assert proc.returncode == 1, proc.stderr
+    assert "1 video packed; 3 incomplete sets left out" in proc.stdout
+    found = {ln.split(": ", 2)[1]: ln for ln in _warnings(proc) if "not packed" in ln}
+    assert set(found) == {cut["s3d"], short["s3d"], lacking["fps"]}, found
+    assert "cannot be read" in found[cut["s3d"]]
+    assert "not (3, width) float32 (found (2, 1024) float32" in found[short["s3d"]]
+    assert f"{lacking['fps']}: missing; video 'lacking' not packed" in found[lacking["fps"]]
+    for line in found.values():  # one file named: the one at fault
+        assert line.count(str(root)) == 1, line
