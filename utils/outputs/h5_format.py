@@ -170,6 +170,18 @@ def check_file(f, path: str) -> None:
                          f"expected {FORMAT!r})")
 
 
+def locked_message(path: str, error: OSError) -> Optional[str]:
+    """The one line for ``path`` when ``error`` (from ``h5py.File``) is HDF5's file lock held by
+    another process (a writer has it open: EAGAIN, "unable to lock file"), else None.  The
+    file is not damaged for that: it is to be waited for, never moved away; turning HDF5's
+    locking off (HDF5_USE_FILE_LOCKING=FALSE) would read a file while it is written."""
+    if not (isinstance(error, BlockingIOError) or "unable to lock file" in str(error)):
+        return None
+    return (f"{path} is open in another process (HDF5's file lock is held: a run or a script "
+            "still writing it?); wait for that process to end, then run this again (the file "
+            "is not damaged for that: do not move it away)")
+
+
 def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
                 run: Optional[str]) -> None:
     """The video's group, one dataset per key.  A group of that name already there (the video

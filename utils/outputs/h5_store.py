@@ -261,11 +261,13 @@ class H5Store:
             h5_format.check_file(reader, path)
             return reader
         except (OSError, ValueError) as e:
+            locked = h5_format.locked_message(path, e) if isinstance(e, OSError) else None
             if own:
-                raise InputError(f"output_path: cannot read {path} ({one_line(e)}); move it "
+                raise InputError(f"output_path: {locked}" if locked else
+                                 f"output_path: cannot read {path} ({one_line(e)}); move it "
                                  "away to start the shard's file anew") from None
-            log.warning("cannot read %s (%s); its videos are not counted as done", path,
-                        one_line(e))
+            log.warning("%s; its videos are not counted as done", locked or
+                        f"cannot read {path} ({one_line(e)})")
             return None
 
     @staticmethod

@@ -3,7 +3,7 @@ files -> one ``.h5``): the layout of ``utils.outputs.h5_format``, written whole 
 and refused before anything is written when a video cannot be stored."""
 import logging
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 
@@ -12,7 +12,7 @@ from utils.files import atomic_path, is_utf8
 from utils.outputs import h5_format
 from utils.outputs.features.names import OutputError, as_utf8, regular_file
 from utils.outputs.features.read import FileFeatures, H5Features, load
-from utils.outputs.resume import outputs_complete
+from utils.outputs.resume import check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,23 @@ def _write_video(f, name: str, arrays, video_path: str, run: Optional[str], wher
                           "written)") from None  # it names the video
 
 
+def _file_of(files: Dict[str, str], key: str) -> str:
+    """The file of ``key`` in a video's set ``{key: path}``: where it is, or, missing, where it
+    would be (beside the others, ``<name>_<key>.<ext>``)."""
+    if key in files or not files:
+        return files.get(key, "")
+    other, path = next(iter(files.items()))
+    stem, _, ext = path.rpartition(".")
+    return f"{stem[:-len(other) - 1]}_{key}.{ext}"
+
+
 def pack(folder: str, out: str, force: bool = False, format: Optional[str] = None
          ) -> Tuple[int, int]:
     """A folder of ``.npy`` (or ``.pkl``) outputs -> one ``.h5`` file of ``utils.outputs.h5_format``'s
     layout (``video_path`` and ``run`` from the folder's manifests when they name the video,
-    the run records from ``runs/``).  An incomplete set (``utils.outputs.resume.outputs_complete``)
-    is left out with a warning.  Returns (videos packed, sets left out)."""
+    the run records from ``runs/``).  An incomplete or unreadable set
+    (``utils.outputs.resume.check_outputs``) is left out with one warning naming the file at
+    fault and why.  Returns (videos packed, sets left out)."""
     if format == "h5":
         raise OutputError("pack reads .npy or .pkl outputs; .h5 files are combined by merge")
     features = load(folder, format=format)
@@ -90,9 +101,11 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
         h5_format.add_runs(f, features.runs())
         for name in sorted(list(features) + features.incomplete):
             files = features.files(name, incomplete=True)
-            if outputs_complete(files, features.output_features) is None:
-                log.warning("%s: incomplete or unreadable output set (%s), not packed",
-                            name, ", ".join(sorted(files.values())))
+            verdict = check_outputs(files, features.output_features)
+            if verdict.done is None:
+                log.warning("%s: %s; video '%s' not packed (an incomplete or unreadable output "
+                            "set)", as_utf8(_file_of(files, verdict.key)), as_utf8(verdict.why),
+                            as_utf8(name))
                 counts[1] += 1
                 continue
             _write_video(f, name, features.read(name), features.video_path(name) or "",

@@ -221,7 +221,8 @@ class H5Features(Features):
             try:
                 f = h5py.File(path, "r")
             except OSError as e:
-                raise OutputError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
+                raise OutputError(h5_format.locked_message(path, e) or
+                                  f"{path}: not a readable HDF5 file ({one_line(e)})") from None
             try:
                 h5_format.check_file(f, path)
             except Exception as e:  # noqa: BLE001 - a damaged or odd format attribute
@@ -292,7 +293,15 @@ class H5Features(Features):
             raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
                               f"({one_line(e)})") from None
         # bytes: a file name that is not UTF-8, kept as its bytes (h5_format.write_video)
-        return os.fsdecode(bytes(value)) if isinstance(value, bytes) else value
+        if isinstance(value, bytes):
+            return os.fsdecode(bytes(value))
+        if value is None or isinstance(value, str):
+            return value
+        # an array, a number...: never passed on (a caller would take it for a path or an id)
+        log.warning("%s: video %r: its %s attribute is not text (%s); the video is read "
+                    "without it (merge stores it without it)",
+                    self.file_of(name), name, attr, _kind(value))
+        return None
 
     def video_path(self, name):
         return self._attr(name, h5_format.VIDEO_ATTR)
@@ -318,6 +327,13 @@ class H5Features(Features):
             if f is not None:
                 f.close()
         self._open = []
+
+
+def _kind(value: Any) -> str:
+    """What an attribute holds, in a few words (``int64 array of shape (3,)``)."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
 
 
 def _text_attr(f, attr: str) -> Optional[str]:
