@@ -42,6 +42,7 @@ from models.s3d_howto100m import search as base
 from models.s3d_howto100m.spec import EMBEDDING_DIM, EMBEDDING_KEY
 from utils.errors import one_line
 from utils.files import atomic_write_all, open_regular
+from utils.outputs.features.names import climbs
 from utils.records.manifests import latest_records
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def _roots(folder: str) -> List[str]:
 def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optional[str]:
     """The video's identity (see the module's doc), or None when an output is missing, is a
     link or not a regular file, or lies outside ``folder`` (as ``utils.outputs.features.locate``
-    places a manifest's locations: relative ones in ``folder``, ``<file>.h5/<name>/<key>``)."""
+    places a manifest's locations: relative ones in ``folder``, never climbing out with ``..``,
+    ``<file>.h5/<name>/<key>``)."""
     outputs = field_of(record, "outputs")
     if not isinstance(outputs, dict):
         return None
@@ -92,7 +94,7 @@ def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optio
     parts: list = [field_of(record, "run"), field_of(record, "Tv")]
     for key in (EMBEDDING_KEY,):  # a hit's times are always read from its files
         location = outputs.get(key)
-        if not isinstance(location, str):
+        if not isinstance(location, str) or climbs(location):
             return None
         path = os.path.normpath(os.path.join(roots[0], location))
         root = next((r for r in roots if path.startswith(r)), None)

@@ -4,10 +4,14 @@ A shard's manifest describes every video ever attempted there, by its latest rec
 over a sub-list (a retry from ``failed.jsonl``) keeps the records of the videos it does not
 touch.  At start the file is rewritten (atomically) with the latest record of each video,
 then this run appends one line per video, flushed, so a killed run keeps what it reported.
+A record's ``outputs`` are written relative to the manifest's folder (``clip_s3d.npy``,
+``s3d-0-of-1.h5/clip/s3d``: ``portable``), so the folder may be moved or copied whole; records
+written by earlier versions hold absolute locations, read as before where they were written.
 ``failed.jsonl`` lists the videos whose latest record is a failure; it is rewritten
 (atomically) when that list changes, at most every ``FAILED_EVERY_S`` and at the run's end.
 """
 import logging
+import os
 import time
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
@@ -82,6 +86,8 @@ class RunReport:
             write_bytes(failed_file, jsonl.encode(self.failures.values()))
 
     def _append(self, record: ManifestRecord) -> None:
+        if self.manifest_file and record.outputs:
+            record = record.with_key("outputs", portable(record.outputs, self.manifest_file))
         if self.run_id and "run" not in record.keys:
             record = record.with_key("run", self.run_id)
         if self.launch:
@@ -163,6 +169,19 @@ class RunReport:
         if self.num_failed and self.failed_file:
             line += f"; failures listed in {self.failed_file}"
         return line
+
+
+def portable(files: Dict[str, str], manifest_file: str) -> Dict[str, str]:
+    """``files`` (key -> output location) as a manifest keeps them: relative to the manifest's
+    folder (the feature folder), so that moving or copying the folder whole keeps them true.
+    A location outside that folder (none of the stores' is) stays as it is."""
+    folder = os.path.dirname(os.path.abspath(manifest_file))
+    kept = {}
+    for key, location in files.items():
+        rel = os.path.relpath(os.path.abspath(location), folder)
+        outside = rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep)
+        kept[key] = location if outside else rel
+    return kept
 
 
 def _failure_lines(failed_file: str) -> Dict[str, dict]:

@@ -4,7 +4,7 @@ record (``RunRecord``), and the folder the run records go to (``RUNS_FOLDER``).
 A manifest (``<feature folder>/manifest-<k>-of-<K>.jsonl``, ``utils.records.run_report``) has
 one JSON line per video:
 
-    {"path": "/v/a.mp4", "status": "done", "outputs": {"s3d": ".../a_s3d.npy", ...},
+    {"path": "/v/a.mp4", "status": "done", "outputs": {"s3d": "a_s3d.npy", ...},
      "Tv": 3, "seconds": 7.68, "warnings": ["..."], "run": "20261203T101500Z-3f9a1c"}
     {"path": "/v/b.mp4", "status": "failed", "stage": "decode", "message": "...", "run": "..."}
 
@@ -15,6 +15,8 @@ required.
 Both are read from files anyone may have edited, so ``from_json`` checks every field it knows
 (its type, and the values a status or a count may take) and raises ``RecordError`` naming the
 place it was read (``file:line``); the readers skip such a record with one warning.
+``outputs`` are relative to the manifest's folder (``a_s3d.npy``, ``s3d-0-of-1.h5/a/s3d``),
+absolute in records written by earlier versions (``utils.outputs.features.locate`` reads both).
 ``to_json`` gives back exactly the keys and values read (the order too, and keys this version
 does not know), so a file rewritten from its records keeps them byte for byte.
 """

@@ -89,16 +89,29 @@ def is_output(filename: str) -> bool:
     return is_h5_output(filename) or split_name(filename, (STAMPS,)) is not None
 
 
+def climbs(location: str) -> bool:
+    """Does a relative output location climb (``..``)?  A manifest never writes one: such a
+    location may leave the folder, or name it by a name it loses when moved, so it is refused."""
+    return not os.path.isabs(location) and os.pardir in location.split(os.sep)
+
+
 def locate(root: str, location: str, keys: Optional[Sequence[str]] = None
            ) -> Optional[Tuple[str, str]]:
-    """``(format, output name)`` of a manifest's output location (``<root>/<name>_<key>.npy``,
-    ``<root>/<file>.h5/<name>/<key>``; relative ones are relative to ``root``), or None when
-    it is not an output under ``root``.  ``keys``: the network's (default: the registered
+    """``(format, output name)`` of a manifest's output location, or None when it is not an
+    output under ``root``.  A relative location (``<name>_<key>.npy``, ``<file>.h5/<name>/<key>``,
+    as manifests record them) is relative to ``root``, taken as written (no link followed, no
+    ``..``: ``climbs``); an absolute one (records of earlier versions) must lie under ``root``,
+    as written or with links resolved.  ``keys``: the network's (default: the registered
     networks')."""
     if keys is None:
         keys = registered_keys()
+    if climbs(location):
+        return None
     path = os.path.join(root, location)
-    for a, b in ((path, root), (os.path.realpath(path), os.path.realpath(root))):
+    pairs = [(path, root)]
+    if os.path.isabs(location):
+        pairs.append((os.path.realpath(path), os.path.realpath(root)))
+    for a, b in pairs:
         rel = os.path.relpath(a, b)
         if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
             break
