@@ -447,7 +447,8 @@ def test_merge_and_pack_refuse_bad_input_without_leaving_anything(made, tmp_path
     real = h5_format.write_video
     monkeypatch.setattr(h5_format, "write_video", failing)
     assert main(["pack", "--force", str(made["outs"]["save_numpy", "flat"]), str(out)]) == 2
-    assert capsys.readouterr().err == "error: No space left on device\n"
+    assert capsys.readouterr().err == (f"error: {out}: not enough free space (No space left on "
+                                       "device); nothing was written\n")
     assert out.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["dup.h5", "out.h5"]
 
 

@@ -175,3 +175,33 @@ def test_a_full_disk_at_the_end_of_a_cli_run_keeps_the_video_and_prints_the_summ
     assert [ln for ln in again.stderr.splitlines() if "done 0, skipped 1" in ln], again.stderr
     with h5py.File(h5, "r") as f:
         assert f["clip/s3d"].shape[1] == 1024 and f["clip"].attrs["video_path"] == clip
+
+
+@pytest.mark.parametrize("command", ["merge", "pack"])
+def test_a_full_disk_during_merge_or_pack_is_one_error_line(small_disk, tmp_path, command):
+    """Inputs outside the small disk, the new file on it: one ``error:`` line, exit 2, no
+    temporary, no crash (h5py on a full disk ends the process)."""
+    shards = []
+    for shard in range(2):
+        root = tmp_path / f"shard{shard}"
+        store = H5Store(str(root), "s3d", shard, 2, KEYS, (("s3d", 1024),), "r0",
+                        {"run": "r0", "features": {}})
+        store.write(f"v{shard}", _arrays(shard, rows=60), f"/v/v{shard}.mp4")
+        store.close()
+        shards.append(str(root / f"s3d-{shard}-of-2.h5"))
+    folder = tmp_path / "npy" / "s3d"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        for key, value in _arrays(i, rows=60).items():
+            np.save(folder / f"v{i}_{key}.npy", value)
+    need = sum(os.path.getsize(p) for p in shards)
+    st = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - need // 4))
+    out = str(small_disk / "all.h5")
+    args = ["merge", out, *shards] if command == "merge" else ["pack", str(folder), out]
+    proc = subprocess.run([sys.executable, "-m", "utils.outputs.features", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("error: ") and out in line and "free space" in line, line
+    assert sorted(os.listdir(small_disk)) == ["filler"]

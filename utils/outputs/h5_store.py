@@ -49,7 +49,7 @@ MIN_CHECKPOINT_BYTES = 256 * 2**20
 REPACK_AT = 1.1
 # space reserved for a fold beyond the journal's bytes: the file, and each video's metadata
 FOLD_SLACK = 2**20
-VIDEO_SLACK = 16384
+VIDEO_SLACK = 4096
 
 
 Lost = Callable[[str, str], None]  # (video path, why): a journaled video left out of the file

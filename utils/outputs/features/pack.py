@@ -1,6 +1,7 @@
 """``pack`` (a folder of ``.npy`` / ``.pkl`` outputs -> one ``.h5``) and ``merge_h5`` (shard
 files -> one ``.h5``): the layout of ``utils.outputs.h5_format``, written whole or not at all,
 and refused before anything is written when a video cannot be stored."""
+import errno
 import logging
 import os
 from typing import Dict, Optional, Sequence, Tuple
@@ -8,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import h5py
 
 from utils.errors import one_line
-from utils.files import atomic_path, is_utf8
+from utils.files import atomic_path, check_free_space, is_utf8, reserve_space
 from utils.outputs import h5_format
 from utils.outputs.features.names import OutputError, as_utf8, regular_file
 from utils.outputs.features.read import FileFeatures, H5Features, load
@@ -27,13 +28,42 @@ def _check_out(out: str, force: bool) -> None:
         raise OutputError(f"{folder}: no such folder (for {out})")
 
 
-def write_h5(out: str, fill) -> None:
+# room a new file needs beyond its inputs' bytes: the file's own, and for each input file
+# (a video's key file, or a whole .h5) a share of the ~1.5 KB of metadata a video takes
+SLACK_BYTES = 2**20
+FILE_SLACK_BYTES = 1024
+
+
+def write_h5(out: str, fill, need: int) -> None:
     """Write ``out`` whole or not at all: ``fill(f)`` fills a new file under a temporary name
     beside ``out``, which is fsynced and renamed over ``out``; on any error (or Ctrl-C) the
-    temporary is removed and ``out`` is left as it was."""
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w-", libver=h5_format.LIBVER) as f:
-            fill(f)
+    temporary is removed and ``out`` is left as it was.  ``need``: the bytes the file may
+    take at most, checked free and reserved before h5py writes (h5py crashes the process on
+    a full disk): a full disk is an ``OutputError``."""
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        check_free_space(folder, need, f"writing {out}")
+        with atomic_path(out) as tmp:
+            h5py.File(tmp, "w-", libver=h5_format.LIBVER).close()
+            reserve_space(tmp, need)
+            with h5py.File(tmp, "r+", libver=h5_format.LIBVER) as f:
+                fill(f)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise OutputError(f"{out}: not enough free space ({e.strerror}); nothing was "
+                          "written") from None
+
+
+def _bytes_of(paths) -> int:
+    """The bytes of these files (those that can be read), plus the slack of ``write_h5``."""
+    total = SLACK_BYTES
+    for path in paths:
+        try:
+            total += os.stat(path).st_size + FILE_SLACK_BYTES
+        except OSError:
+            continue
+    return total
 
 
 def _clash_message(source: str, clash: Tuple[str, str], keys: Sequence[str]) -> str:
@@ -112,7 +142,8 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
                          features.run(name), as_utf8(files[keys[0]]))
             counts[0] += 1
 
-    write_h5(out, fill)
+    write_h5(out, fill, _bytes_of(path for name in list(features) + features.incomplete
+                                  for path in features.files(name, incomplete=True).values()))
     return counts[0], counts[1]
 
 
@@ -145,5 +176,5 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
                 _write_video(f, name, features.read(name), features.video_path(name) or "",
                              features.run(name), features.file_of(name))
 
-        write_h5(out, fill)
+        write_h5(out, fill, _bytes_of(inputs))
         return len(features)
