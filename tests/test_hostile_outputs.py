@@ -356,3 +356,24 @@ def test_an_output_name_holding_another_inputs_features_fails_naming_both(
         np.testing.assert_array_equal(got[key], value)
     mine = _run(random_checkpoint, out, [clip], tmp_path, on_extraction=sink)
     assert mine.returncode == 0 and "done 0, skipped 1" in _done_line(mine), mine.stderr
+
+
+def test_a_video_too_deep_for_the_h5_layout_fails_alone_and_the_file_stays_readable(
+        random_checkpoint, clip, tmp_path):
+    """save_h5, mirror layout: a name 250 folders deep would make every reader call the file
+    damaged (walks stop at 200 levels): that video fails at write, the other is stored."""
+    top = tmp_path / "in"
+    deep_folder = top.joinpath(*["d"] * 250)
+    deep_folder.mkdir(parents=True)
+    deep, near = str(deep_folder / "clip.mp4"), str(top / "near.mp4")
+    shutil.copyfile(clip, deep)
+    shutil.copyfile(clip, near)
+    out = str(tmp_path / "out")
+    proc = _run(random_checkpoint, out, [near, deep], tmp_path, output_layout="mirror",
+                input_root=str(top))
+    assert proc.returncode == 1, proc.stderr
+    assert "done 1, skipped 0 (already present), failed 1" in _done_line(proc)
+    [failed] = read_jsonl(os.path.join(out, "s3d", "failed.jsonl"))
+    assert failed["path"] == deep and "250 folders deep" in failed["message"]
+    summary = _features_cli("summary", os.path.join(out, "s3d"))
+    assert summary.returncode == 0 and "videos: 1" in summary.stdout, summary.stderr

@@ -306,6 +306,10 @@ class H5Store:
         if not is_utf8(name):
             return (f"its output name {ascii(name)} is not valid UTF-8, and HDF5 names are "
                     "UTF-8 text; rename the file, or use save_numpy")
+        if name.count("/") >= h5_format.MAX_DEPTH:  # readers would call the file damaged
+            return (f"its output name is {name.count('/')} folders deep, and a features file "
+                    f"holds videos at most {h5_format.MAX_DEPTH} levels deep; set input_root "
+                    "closer to it, use output_layout=flat, or save_numpy")
         reader = self._readers[0] if self._readers and self._readers[0].filename == self.path \
             else None
         if reader is None:
