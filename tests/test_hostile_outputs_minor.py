@@ -235,3 +235,15 @@ def test_pack_names_the_damaged_or_missing_file_of_a_set(tmp_path):
     assert f"{lacking['fps']}: missing; video 'lacking' not packed" in found[lacking["fps"]]
     for line in found.values():  # one file named: the one at fault
         assert line.count(str(root)) == 1, line
+
+
+@pytest.mark.parametrize("end", [np.nan, np.inf, -40.0])
+def test_timestamps_ending_in_a_value_the_manifest_cannot_hold_are_not_complete(end):
+    """A skipped video's seconds go into its manifest record, which refuses NaN, inf and
+    negatives when read back: such timestamps make the set incomplete (redone), naming why."""
+    from utils.outputs.resume import check_arrays
+    stamps = np.array([[0.0, 520.0], [520.0, end]])
+    verdict = check_arrays({"timestamps_ms": stamps, "fps": np.float64(25),
+                            "s3d": np.zeros((2, 1024), np.float32)}, (("s3d", 1024),))
+    assert verdict.done is None and verdict.key == "timestamps_ms"
+    assert "not a finite number >= 0" in verdict.why

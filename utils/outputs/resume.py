@@ -103,7 +103,11 @@ def check_arrays(arrays: Mapping[str, Any],
             want = f"({shape[0]}, {width if width is not None else 'width'}) float32"
             return Verdict(None, key, f"not {want} (found {found} {_dtype(feats)}; Tv "
                            f"{shape[0]} from timestamps_ms)")
-    return Verdict((shape[0], float(stamps[-1, 1]) / 1000.0))
+    seconds = float(stamps[-1, 1]) / 1000.0
+    if not (np.isfinite(seconds) and seconds >= 0):  # it would go into the manifest
+        return Verdict(None, "timestamps_ms", f"its last end time is {seconds * 1000.0}, not "
+                       "a finite number >= 0")
+    return Verdict((shape[0], seconds))
 
 
 def arrays_complete(arrays: Mapping[str, Any],
