@@ -377,3 +377,14 @@ def test_a_video_too_deep_for_the_h5_layout_fails_alone_and_the_file_stays_reada
     assert failed["path"] == deep and "250 folders deep" in failed["message"]
     summary = _features_cli("summary", os.path.join(out, "s3d"))
     assert summary.returncode == 0 and "videos: 1" in summary.stdout, summary.stderr
+
+
+def test_the_same_video_through_a_link_is_not_another_input(random_checkpoint, clip, made,
+                                                             tmp_path):
+    """The name check compares files, not spellings: clips/clip.mp4 reached through a
+    linked folder is the video already done (skipped, never failed)."""
+    out, h5, want = _first_run(made, tmp_path)
+    alias = tmp_path / "alias"
+    alias.symlink_to(os.path.dirname(clip))
+    again = _run(random_checkpoint, out, [str(alias / "clip.mp4")], tmp_path)
+    assert again.returncode == 0 and "done 0, skipped 1" in _done_line(again), again.stderr

@@ -277,11 +277,21 @@ def _taken(sources: Dict[str, str], store, path: str, name: str) -> str:
     ``.h5`` group's ``video_path``) says: a flat layout's ``a/clip.mp4`` and ``b/clip.mp4``
     in two runs, or a mirror layout of two lists with other common folders."""
     for owner in (sources.get(name), store.source(name)):
-        if owner is not None and os.path.normpath(owner) != os.path.normpath(path):
+        if owner is not None and not _same_file(owner, path):
             return (f"its output name '{name}' already holds the features of {owner}; use "
                     "output_layout=mirror (or input_root) to keep the inputs' folders in the "
                     "names, or another output_path")
     return ""
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same path, or two paths of one file (a link, another mount of it)."""
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # gone, or a name the OS refuses
+        return False
 
 
 def _stopped(report: RunReport, store, how: str) -> None:
