@@ -165,3 +165,24 @@ def cli_reference(path: str, model, width: int, height: int, fps: Optional[float
             inp = KyleminFrames.to_input(clip).permute(0, 4, 1, 2, 3)  # channels_last_3d, as ours
             feats.append(model(inp)[0].float().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 1024), np.float32)
+
+
+def features_cli(*args, timeout: float = 60, memory: Optional[int] = None
+                 ) -> subprocess.CompletedProcess:
+    """``python -m utils.features ARGS`` (``memory``: an address-space cap in bytes)."""
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return subprocess.run([sys.executable, "-m", "utils.features", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=cap if memory else None)
+
+
+def our_h5(path: str):
+    """A new, empty features file of the HDF5 layout, open for writing (for planting)."""
+    import h5py
+    f = h5py.File(path, "w", libver=("v110", "latest"))
+    f.attrs["format"] = "s3d-video-features/h5/1"
+    f.attrs["feature_type"] = "s3d"
+    f.attrs["generation"] = 1
+    return f

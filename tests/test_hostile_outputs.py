@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from batch_helpers import REPO, STACK, cli_args, read_jsonl, run_cli
+from batch_helpers import REPO, STACK, cli_args, features_cli, our_h5, read_jsonl, run_cli
 from videos import synth
 
 H5 = "s3d-0-of-1.h5"
@@ -127,30 +127,12 @@ def test_a_dataset_that_is_a_link_or_virtual_never_hangs_and_is_redone(
         np.testing.assert_array_equal(got[key], value)
 
 
-def _features_cli(*args, timeout=60, memory=None):
-    """``python -m utils.features ARGS`` (``memory``: an address-space cap in bytes)."""
-    def cap():
-        import resource
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    return subprocess.run([sys.executable, "-m", "utils.features", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=cap if memory else None)
-
-
-def _ours(path):
-    f = h5py.File(path, "w", libver=("v110", "latest"))
-    f.attrs["format"] = "s3d-video-features/h5/1"
-    f.attrs["feature_type"] = "s3d"
-    f.attrs["generation"] = 1
-    return f
-
-
 def test_a_hard_link_dag_is_walked_once(tmp_path):
     """Two hard links per level, 40 levels: 2^40 paths to one video; each group is walked
     once, so the video is listed once (a second hard link to a video group is a second name
     of it: tests/test_features_loader.py)."""
     path = str(tmp_path / H5)
-    with _ours(path) as f:
+    with our_h5(path) as f:
         level = f.create_group("l0")
         f["l0b"] = level
         for i in range(1, 41):
@@ -176,7 +158,7 @@ def test_a_hard_link_dag_is_walked_once(tmp_path):
 def test_an_unallocated_2gb_dataset_in_a_small_file_is_never_read(tmp_path):
     rows = 2**19  # (2^19, 1024) float32: 2 GiB, none of it stored
     path = str(tmp_path / H5)
-    with _ours(path) as f:
+    with our_h5(path) as f:
         g = f.create_group("clip")
         g.attrs["video_path"] = "/v/clip.mp4"
         g.create_dataset("s3d", shape=(rows, 1024), dtype="f4", chunks=(4096, 1024),
@@ -204,12 +186,11 @@ def test_an_npy_header_claiming_a_trillion_rows_is_one_warning_in_summary(tmp_pa
         np.save(root / f"{stem}_fps.npy", np.float64(25))
     planted = root / "planted_timestamps_ms.npy"
     data = planted.read_bytes()  # the same header length, a shape of 10^12 rows
-    header = data[:128].replace(b"(3, 2)", b"(1000000000000, 2)".ljust(6))
     header_len = int.from_bytes(data[8:10], "little") + 10
     text = data[10:header_len].replace(b"(3, 2), }", b"(1000000000000, 2), }")
     text = text.rstrip(b" \n")[: header_len - 11].ljust(header_len - 11) + b"\n"
     planted.write_bytes(data[:10] + text + data[header_len:])
-    proc = _features_cli("summary", str(root))
+    proc = features_cli("summary", str(root))
     assert proc.returncode == 0, proc.stderr
     assert "stacks: 3 " in proc.stdout and "videos: 1" in proc.stdout
     assert "damaged: 1" in proc.stdout
@@ -375,7 +356,7 @@ def test_a_video_too_deep_for_the_h5_layout_fails_alone_and_the_file_stays_reada
     assert "done 1, skipped 0 (already present), failed 1" in _done_line(proc)
     [failed] = read_jsonl(os.path.join(out, "s3d", "failed.jsonl"))
     assert failed["path"] == deep and "250 folders deep" in failed["message"]
-    summary = _features_cli("summary", os.path.join(out, "s3d"))
+    summary = features_cli("summary", os.path.join(out, "s3d"))
     assert summary.returncode == 0 and "videos: 1" in summary.stdout, summary.stderr
 
 

@@ -8,30 +8,16 @@ import pickle
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 
-from batch_helpers import REPO
+from batch_helpers import features_cli, our_h5
 
 H5 = "s3d-0-of-1.h5"
 
 
-def _features_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "utils.outputs.features", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def _warnings(proc):
     return [ln for ln in proc.stderr.splitlines() if ln.startswith("WARNING")]
-
-
-def _ours(path):
-    f = h5py.File(path, "w", libver=("v110", "latest"))
-    f.attrs["format"] = "s3d-video-features/h5/1"
-    f.attrs["feature_type"] = "s3d"
-    f.attrs["generation"] = 1
-    return f
 
 
 def _video(f, name, video_path="/v/clip.mp4", rows=2):
@@ -48,11 +34,11 @@ def _video(f, name, video_path="/v/clip.mp4", rows=2):
 @pytest.mark.parametrize("value", [np.arange(3), np.int64(7), np.float32(1.5)])
 def test_merge_of_a_video_path_attribute_that_is_not_text_is_one_warning(tmp_path, value):
     one, two, out = (str(tmp_path / n) for n in ("s3d-0-of-2.h5", "s3d-1-of-2.h5", "m.h5"))
-    with _ours(one) as f:
+    with our_h5(one) as f:
         _video(f, "odd", video_path=value)
-    with _ours(two) as f:
+    with our_h5(two) as f:
         _video(f, "good", video_path="/v/good.mp4")
-    proc = _features_cli("merge", out, one, two)
+    proc = features_cli("merge", out, one, two)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "2 videos from 2 files" in proc.stdout
     [warning] = _warnings(proc)
@@ -68,7 +54,7 @@ def test_merge_of_a_video_path_attribute_that_is_not_text_is_one_warning(tmp_pat
 def test_the_loader_reads_a_run_attribute_that_is_not_text_as_absent(tmp_path, caplog):
     from utils.outputs.features import load
     path = str(tmp_path / H5)
-    with _ours(path) as f:
+    with our_h5(path) as f:
         _video(f, "clip", video_path=np.arange(2)).attrs["run"] = np.zeros((2, 2))
     with load(path) as features:
         assert features.video_path("clip") is None and features.run("clip") is None
@@ -83,7 +69,7 @@ def held(tmp_path):
     if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
         pytest.skip("HDF5 file locking is turned off in this environment")
     path = str(tmp_path / H5)
-    with _ours(path) as f:
+    with our_h5(path) as f:
         _video(f, "clip")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'a'); "
@@ -114,8 +100,8 @@ def test_a_locked_shard_file_is_waited_for_never_moved_away(held, caplog):
 
 
 def test_summary_and_merge_of_a_locked_file_say_another_process_has_it(held, tmp_path):
-    for proc in (_features_cli("summary", held),
-                 _features_cli("merge", str(tmp_path / "m.h5"), held)):
+    for proc in (features_cli("summary", held),
+                 features_cli("merge", str(tmp_path / "m.h5"), held)):
         assert proc.returncode == 2, proc.stderr
         [line] = proc.stderr.splitlines()
         assert line.startswith("error: ")
@@ -172,7 +158,7 @@ def planted(tmp_path):
 
 def test_summary_of_a_folder_with_a_planted_pkl_warns_once_per_file(planted):
     root, files, marker = planted
-    proc = _features_cli("summary", root)
+    proc = features_cli("summary", root)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and not marker.exists()
     assert "damaged: 2 video(s)" in proc.stdout and "videos: 3" in proc.stdout
@@ -185,7 +171,7 @@ def test_summary_of_a_folder_with_a_planted_pkl_warns_once_per_file(planted):
 def test_pack_of_a_folder_with_a_planted_pkl_leaves_it_out_naming_the_file(planted, tmp_path):
     root, files, marker = planted
     out = str(tmp_path / "p.h5")
-    proc = _features_cli("pack", root, out)
+    proc = features_cli("pack", root, out)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not marker.exists()
     assert "2 videos packed; 3 incomplete sets left out" in proc.stdout
@@ -225,7 +211,7 @@ def test_pack_names_the_damaged_or_missing_file_of_a_set(tmp_path):
     np.save(short["s3d"], np.ones((2, 1024), np.float32))  # 2 rows, 3 timestamps
     lacking = _set(str(root), "lacking", "npy")
     os.remove(lacking["fps"])
-    proc = _features_cli("pack", str(root), str(tmp_path / "p.h5"))
+    proc = features_cli("pack", str(root), str(tmp_path / "p.h5"))
     assert proc.returncode == 1, proc.stderr
     assert "1 video packed; 3 incomplete sets left out" in proc.stdout
     found = {ln.split(": ", 2)[1]: ln for ln in _warnings(proc) if "not packed" in ln}
