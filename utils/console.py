@@ -172,8 +172,18 @@ def print_predictions(path: str, logits: np.ndarray, spans: List[tuple], labels:
 
 
 def printable_path(path: str) -> str:
-    """A path as a log line shows it: as is when every character prints, else JSON-escaped
-    (so a newline in a file name cannot forge a ``FAILED`` line of its own)."""
+    """A path (or any one-line text read from a file) as a line shows it: as is when every
+    character prints, else each one that does not escaped (``\n``, ``\u001b``: a newline
+    in a file name cannot forge a ``FAILED`` line of its own, nor a terminal escape act); a
+    byte of a file name that is not UTF-8 (a ``surrogateescape`` surrogate) as ``\xe9``."""
     if path.isprintable():
         return path
-    return json.dumps(path, ensure_ascii=False)[1:-1]
+    return "".join(c if c.isprintable() else
+                   f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else
+                   json.dumps(c)[1:-1] for c in path)
+
+
+def printable_text(text: str) -> str:
+    """Lines of text holding what was read from files (a summary of records, search hits),
+    each made printable (``printable_path``); the newlines between them kept."""
+    return "\n".join(printable_path(line) for line in text.split("\n"))

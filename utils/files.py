@@ -13,11 +13,12 @@ still found.
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import secrets
 import stat
-from typing import Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,16 @@ def reserve_space(path: str, extra: int) -> None:
             raise  # a file system that cannot reserve: the free-space check stands alone
     finally:
         os.close(fd)
+
+
+def loads_json(data: Union[str, bytes]) -> Any:
+    """``json.loads`` of data read back from a file anyone may have written: ``ValueError``
+    for anything that is not JSON text, nesting too deep for the parser included (a
+    ``RecursionError`` otherwise: ``'[' * 10**5``)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be read") from None
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
 from models.s3d_howto100m.network import EMBEDDING_DIM
 from models.s3d_howto100m.weights import load_text_encoder
-from utils.console import setup_logging
+from utils.console import printable_text, setup_logging
 from utils.errors import InputError, WeightsError, one_line
 from utils.outputs.features import Features, load, locate
 from utils.records.manifests import NoFeatureFolder, feature_folder, find_manifests, latest_records
@@ -296,8 +296,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 print(queries_module.hits_json(query, hits))
     elif not args.html:
-        print(format_hits(found.hits[0]) if args.queries is None
-              else queries_module.format_results(queries, found.hits, format_hits))
+        print(printable_text(format_hits(found.hits[0]) if args.queries is None
+              else queries_module.format_results(queries, found.hits, format_hits)))
     return 0
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from models.s3d_howto100m import search as base
 from models.s3d_howto100m.spec import EMBEDDING_DIM, EMBEDDING_KEY
 from utils.errors import one_line
-from utils.files import atomic_write_all, open_regular
+from utils.files import atomic_write_all, loads_json, open_regular
 from utils.outputs.features.names import climbs
 from utils.records.manifests import latest_records
 
@@ -161,7 +161,7 @@ def _read_meta(path: str) -> dict:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_META_BYTES:
             raise ValueError(f"{size} bytes, over the {MAX_META_BYTES} read")
-        meta = json.loads(f.read(MAX_META_BYTES + 1).decode("utf-8"))
+        meta = loads_json(f.read(MAX_META_BYTES + 1).decode("utf-8"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"not an index of this tool (format {FORMAT!r} expected)")
     return meta

@@ -5,7 +5,6 @@ An entry (of ``video_paths`` or a line of ``file_with_video_paths``) is a video 
 """
 import glob
 import itertools
-import json
 import logging
 import os
 import re
@@ -14,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 from hydra.utils import to_absolute_path
 
 from utils.errors import InputError
-from utils.files import target_of
+from utils.files import loads_json, target_of
 from utils.inputs.folders import FolderError, files_under, pattern_matches
 from utils.console import printable_path
 
@@ -52,7 +51,7 @@ def _list_entry(line: str) -> str:
     """
     if line.startswith("{"):
         try:
-            record = json.loads(line)
+            record = loads_json(line)
         except ValueError:
             return line
         if isinstance(record, dict) and isinstance(record.get("path"), str):

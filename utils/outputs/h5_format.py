@@ -30,7 +30,7 @@ import numpy as np
 from h5py import h5a, h5g, h5l, h5o
 
 from utils.errors import one_line
-from utils.files import is_utf8
+from utils.files import is_utf8, loads_json
 from utils.inputs.paths import parse_shard_name, shard_suffix
 
 log = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ def runs(f) -> Dict[str, Any]:
     for name, value in f.attrs.items():
         if name.startswith(RUN_PREFIX):
             try:
-                found[name[len(RUN_PREFIX):]] = json.loads(value)
+                found[name[len(RUN_PREFIX):]] = loads_json(value)
             except (TypeError, ValueError) as e:
                 log.warning("%s: attribute %s is not a run record (%s), ignored", f.filename,
                             name, one_line(e))

@@ -31,6 +31,7 @@ import numpy as np
 
 from utils.outputs import h5_format
 from utils.config import ExtractionConfig
+from utils.console import printable_path
 from utils.networks import network
 from utils.errors import InputError, one_line
 from utils.files import (atomic_path, check_free_space, find_temporaries, is_utf8, open_regular,
@@ -289,7 +290,8 @@ class H5Store:
                     owned = h5_format.first_videos(f, set(other)) if other else {}
             except (OSError, ValueError):
                 continue  # opening the store says why (its own file) or warns (another's)
-            held += [(f"{path} (video '{name}', run {run_id})", other[run_id])
+            held += [(f"{path} (video '{printable_path(name[:200])}', run "
+                      f"{printable_path(run_id[:80])})", other[run_id])
                      for run_id, name in owned.items()]
         return held
 

@@ -4,7 +4,7 @@ import json
 import logging
 from typing import Any, Dict, Iterable, Iterator, Tuple
 
-from utils.files import is_utf8, open_regular
+from utils.files import is_utf8, loads_json, open_regular
 from utils.records.schema import ManifestRecord, RecordError
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ def read_lines(path: str) -> Iterator[Tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError:
+                yield f"{path}:{number}", loads_json(line)
+            except ValueError:  # nested too deep for the parser too
                 log.warning("%s:%d: not a JSON line, skipped", path, number)
 
 

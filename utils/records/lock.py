@@ -27,10 +27,12 @@ import logging
 import os
 import re
 import socket
+import stat
 import time
 from typing import Iterator, List, Optional, Tuple
 
 from utils.errors import InputError
+from utils.files import loads_json
 from utils.inputs.paths import parse_shard_name, shard_suffix
 from utils.records.schema import RUNS_FOLDER  # the locks live beside the run records
 
@@ -56,7 +58,17 @@ def admission_lock_path(root: str) -> str:
 def _open(path: str) -> int:
     """The lock file, opened for writing (created if need be); read-only when it exists but
     this user may not write it (made by another user sharing the folder: 0644 under the usual
-    umask).  ``flock`` works on a read-only file; only the holder's PID is not written."""
+    umask).  ``flock`` works on a read-only file; only the holder's PID is not written.  A
+    lock that is not a regular file (a FIFO, a device planted there) is an ``InputError``."""
+    fd = _open_any(path)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"output_path: the lock {path} is not a regular file (a FIFO or a "
+                         "device); remove it")
+    return fd
+
+
+def _open_any(path: str) -> int:
     flags = os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -230,7 +242,7 @@ def _holder(fd: int) -> str:
     the PID written is of this host and no longer runs (a holder that could not write the
     file, another user's: the PID is a former holder's)."""
     try:
-        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        holder = loads_json(os.pread(fd, 4096, 0) or b"{}")
         pid, host = holder.get("pid", "?"), holder.get("host", "?")
     except (OSError, ValueError, AttributeError):
         return "pid unknown"

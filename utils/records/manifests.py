@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
+from utils.console import printable_path, printable_text
 from utils.errors import InputError
 from utils.inputs.paths import collect_paths, shard_of
 from utils.records.jsonl import read_records
@@ -307,11 +308,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except NoFeatureFolder as e:
         return _no_manifests(e.path)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable_path(str(e))}", file=sys.stderr)
         return 2
     if not summary.manifests:
         return _no_manifests(summary.folder)
-    print(json.dumps(summary.as_dict(), indent=1) if args.json else format_manifest_summary(summary))
+    print(json.dumps(summary.as_dict(), indent=1) if args.json
+          else printable_text(format_manifest_summary(summary)))
     return 0 if summary.complete else 1
 
 

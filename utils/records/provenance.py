@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from utils.config import ExtractionConfig, feature_options
 from utils.errors import InputError
-from utils.files import open_regular, write_bytes
+from utils.files import loads_json, open_regular, write_bytes
 from utils.records.schema import RUNS_FOLDER, ManifestRecord, RecordError, RunRecord
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,16 @@ def write_run_record(root: str, record: RunRecord) -> str:
     return path
 
 
+# a run record is a few KB (its options and versions); a larger file is not one
+MAX_RUN_RECORD_BYTES = 2**20
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value read from a file, as a message shows it: repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def folder_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
     """Every run record in ``root`` (``<output_path>/<feature_type>``), by run id, as JSON
     objects (``read_runs``)."""
@@ -162,8 +172,14 @@ def read_runs(root: str, ids: Optional[Iterable[str]] = None) -> Dict[str, RunRe
             continue
         try:
             # never through a link, nor from a FIFO or a device (it would hang or flood)
-            with open(open_regular(path), encoding="utf-8") as f:
-                record = RunRecord.from_json(json.load(f), path)
+            with open(open_regular(path), "rb") as f:
+                data = f.read(MAX_RUN_RECORD_BYTES + 1)
+            if len(data) > MAX_RUN_RECORD_BYTES:
+                raise ValueError(f"larger than {MAX_RUN_RECORD_BYTES} bytes")
+            record = RunRecord.from_json(loads_json(data), path)
+            if record.run != name[:-len(".json")]:  # one run, one file: never another's
+                raise RecordError(f"{path}: not the record of run {name[:-len('.json')]} "
+                                  f"(it says run {_short(record.run)})")
             runs[record.run] = record
         except RecordError as e:
             log.warning("%s, ignored", e)
@@ -246,7 +262,8 @@ def check_rerun(root: str, record: RunRecord, latest: Dict[str, ManifestRecord],
     for what, features in found + [(f"{where} holds features", f) for where, f in held]:
         diff = differences(features, record.features)
         if diff:
-            listed = ", ".join(f"{name} {old!r} there vs {new!r} now" for name, old, new in diff)
+            listed = ", ".join(f"{name} {_short(old)} there vs {_short(new)} now"
+                               for name, old, new in diff)
             raise InputError(
                 f"output_path: {what} made with other options ({listed}); use another "
                 "output_path, or overwrite=true to redo every video with the new options")

@@ -18,7 +18,7 @@ from typing import (Any, Callable, ContextManager, Dict, List, Optional, Protoco
 import numpy as np
 
 from utils.config import ExtractionConfig
-from utils.console import ProgressLog, print_features, print_predictions
+from utils.console import ProgressLog, print_features, print_predictions, printable_path
 from utils.networks import network
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError, launcher_exceptions, one_line
 from utils.inputs.paths import collect_paths, shard_paths
@@ -150,6 +150,10 @@ def _run(cfg: ExtractionConfig, extractor) -> RunReport:
         log.warning("the list of videos is empty: nothing to do")
     root = output_root(cfg.output_path, spec.name)
     saving = cfg.on_extraction.value != "print"
+    if saving and os.path.islink(root):  # like runs/: never written through
+        raise InputError(f"output_path: {root} is a link (to {os.path.realpath(root)}); nothing "
+                         "is written through it: remove the link, or move the folder it leads "
+                         "to in its place")
     if not hasattr(extractor, "extract"):
         extractor = extractor(cfg)  # weights faults stop the run here
     if not saving:
@@ -278,7 +282,8 @@ def _taken(sources: Dict[str, str], store, path: str, name: str) -> str:
     in two runs, or a mirror layout of two lists with other common folders."""
     for owner in (sources.get(name), store.source(name)):
         if owner is not None and not _same_file(owner, path):
-            return (f"its output name '{name}' already holds the features of {owner}; use "
+            return (f"its output name '{printable_path(name)}' already holds the features of "
+                    f"{printable_path(owner)}; use "
                     "output_layout=mirror (or input_root) to keep the inputs' folders in the "
                     "names, or another output_path")
     return ""

@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from utils.console import printable_path, printable_text
 from utils.errors import one_line
 from utils.outputs.features.names import FILE_FORMATS, FORMATS, OutputError, as_utf8
 from utils.outputs.features.pack import merge_h5, pack
@@ -44,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "summary":
             with load(args.path, format=args.format) as features:
                 s = summarize(features)
-            print(json.dumps(s, indent=1) if args.json else as_utf8(format_features_summary(s)))
+            print(json.dumps(s, indent=1) if args.json else printable_text(format_features_summary(s)))
             return 0
         if args.command == "pack":
             packed, left = pack(args.folder, args.out, args.force, args.format)
@@ -56,5 +57,5 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{len(args.inputs)} file{'' if len(args.inputs) == 1 else 's'}")
         return 0
     except (OutputError, OSError) as e:
-        print(f"error: {as_utf8(_message(e))}", file=sys.stderr)
+        print(f"error: {printable_path(_message(e))}", file=sys.stderr)
         return 2
