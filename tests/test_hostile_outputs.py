@@ -1,6 +1,7 @@
 """The output folder is untrusted input (issue 19): what a rerun and the loader read back from
 it may be damaged or planted.  No HDF5 link is followed, work is bounded by a file's size, one
 bad record costs one warning, one video's unexpected error is that video's failure."""
+import json
 import os
 import shutil
 import subprocess
@@ -369,3 +370,26 @@ def test_the_same_video_through_a_link_is_not_another_input(random_checkpoint, c
     alias.symlink_to(os.path.dirname(clip))
     again = _run(random_checkpoint, out, [str(alias / "clip.mp4")], tmp_path)
     assert again.returncode == 0 and "done 0, skipped 1" in _done_line(again), again.stderr
+
+
+def test_json_nested_too_deep_in_every_record_is_warnings_and_the_rerun_goes_on(
+        random_checkpoint, clip, made, tmp_path):
+    """A manifest line, a run record and an .h5 run:<id> attribute each '[' * 200000: one
+    warning each, never a RecursionError traceback; the done video is skipped."""
+    out, h5, want = _first_run(made, tmp_path)
+    nested = "[" * 200_000 + "]" * 200_000
+    root = os.path.join(out, "s3d")
+    with open(os.path.join(root, "manifest-0-of-1.jsonl"), "a", encoding="utf-8") as f:
+        f.write(nested + "\n")  # and a line naming the run whose record is nested
+        f.write(json.dumps({"path": "/v/other.mp4", "status": "done", "outputs": {}, "Tv": 1,
+                            "seconds": 1.0, "run": "20261206T000000Z-000000"}) + "\n")
+    with open(os.path.join(root, "runs", "20261206T000000Z-000000.json"), "w") as f:
+        f.write(nested)
+    with h5py.File(h5, "r+") as f:
+        f.attrs["run:20261206T000000Z-000000"] = nested
+    again = _run(random_checkpoint, out, [clip], tmp_path)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert "done 0, skipped 1" in _done_line(again)
+    summary = subprocess.run([sys.executable, "-m", "utils.manifests", out], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert summary.returncode == 0 and "Traceback" not in summary.stderr, summary.stderr
