@@ -2,7 +2,9 @@
 have written (issue 19): a journal record's SHA-256 is a checksum, not a signature.  A record
 that does not have the shape this tool writes is one warning naming the journal and the
 record's offset; it and the rest of the journal are ignored (those videos are extracted
-again), never a traceback or a stopped run."""
+again), never a traceback or a stopped run.  A ``generation`` attribute that is not a
+checkpoint count makes the store call its file damaged: one line naming the file and the
+attribute, nothing changed."""
 import hashlib
 import json
 import logging
@@ -17,6 +19,7 @@ import pytest
 from batch_helpers import cli_args, run_cli
 from videos import synth
 
+from utils.errors import InputError
 from utils.outputs import h5_format
 from utils.outputs.h5_journal import encode, journal_path, read_journal
 from utils.outputs.h5_store import H5Store, fold, generation
@@ -169,6 +172,51 @@ def test_read_journal_raises_nothing_but_stops_at_a_bad_record(tmp_path):
         f.write(encode(_head()) + _video("a") + VIDEOS["negative shape"] + _video("b"))
     got = [header.get("name") for header, _ in read_journal(journal)]
     assert got == [None, "a"]
+
+
+ODD = {"1e300": np.float64(1e300), "an array": np.array([1, 2]), "a string": "abc",
+       "NaN": np.float64("nan"), "-1": np.int64(-1), "true": np.bool_(True),
+       "int64 max": np.int64(2**63 - 1), "1.0": np.float64(1.0)}
+
+
+def _plant_generation(shard, value):
+    with h5py.File(shard, "r+") as f:
+        f.attrs["generation"] = value
+
+
+@pytest.mark.parametrize("case", sorted(ODD))
+def test_an_odd_generation_is_a_damaged_file_named_with_its_attribute(shard, case):
+    _plant_generation(shard, ODD[case])
+    with pytest.raises(ValueError) as e:
+        generation(shard)
+    assert shard in str(e.value) and "generation attribute" in str(e.value)
+    with pytest.raises(InputError) as e:  # opening the store: nothing to fold
+        _store(os.path.dirname(shard), "r1")
+    message = str(e.value)
+    assert "\n" not in message and shard in message and "generation attribute" in message
+    assert "move it away to start the shard's file anew" in message
+    assert _names(shard) == ["v0"]
+
+
+@pytest.mark.parametrize("case", sorted(ODD))
+def test_an_odd_generation_refuses_the_fold_and_keeps_file_and_journal(shard, case):
+    _plant_generation(shard, ODD[case])
+    journal = journal_path(shard)
+    data = encode(_head()) + _video("a")
+    with open(journal, "wb") as f:
+        f.write(data)
+    with open(shard, "rb") as f:
+        before = f.read()
+    with pytest.raises(InputError) as e:
+        _store(os.path.dirname(shard), "r1")
+    message = str(e.value)
+    assert "\n" not in message and shard in message and "generation attribute" in message
+    assert "move the file away" in message and "free space" not in message
+    with open(shard, "rb") as f:
+        assert f.read() == before
+    with open(journal, "rb") as f:
+        assert f.read() == data
+    assert sorted(os.listdir(os.path.dirname(shard))) == sorted([H5, os.path.basename(journal)])
 
 
 def test_a_rerun_after_a_hostile_journal_extracts_the_lost_video_and_finishes(
