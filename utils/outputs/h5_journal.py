@@ -5,14 +5,18 @@ since the file's last checkpoint, one record each, appended and fsynced
 A record is a frame (magic, payload length), the payload (a JSON header's length, the
 header, the arrays' raw bytes) and the payload's SHA-256.  The first record is the journal's
 header (the file generation it extends, the run and its record); a record cut short by a
-kill, or one whose length goes past the end of the file, ends the journal.
+kill, or one whose length goes past the end of the file, ends the journal.  So does a record
+whose checksum holds but whose content is not what this tool writes (the checksum proves no
+more than that the bytes are those written, by anyone; the output folder is untrusted):
+``decode`` checks the header and the arrays' dtypes, shapes and bytes, ``check_head`` and
+``check_video`` each kind's fields.
 """
 import hashlib
 import json
 import logging
 import os
 import struct
-from typing import Any, Dict, Iterator, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -47,14 +51,116 @@ def encode(header: Dict[str, Any], arrays: Sequence[Tuple[str, np.ndarray]] = ()
     return _FRAME.pack(_MAGIC, len(payload)) + payload + hashlib.sha256(payload).digest()
 
 
-def decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
-    (size,) = _HEADER.unpack_from(payload)
-    header = json.loads(payload[_HEADER.size:_HEADER.size + size])
-    arrays, at = {}, _HEADER.size + size
-    for key, dtype, shape in header.pop("arrays"):
+# the dtypes a record's arrays may have: plain numbers, either byte order (never objects,
+# strings or structures: ``np.dtype`` is never given a string from the file otherwise)
+_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str for order in "<>"
+                    for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8",
+                              "b1"))
+_MAX_DIMS = 32
+_INT64 = 2**63 - 1
+
+
+def _shown(value: Any) -> str:
+    """A value as an error names it: a number or a short string as itself, else by its type
+    (never ``repr`` of a container: it may be nested as deep as JSON allows)."""
+    if isinstance(value, (int, float, str, type(None))):
+        text = repr(value)
+        if len(text) <= 40:
+            return text
+    return type(value).__name__
+
+
+def _check(header: Dict[str, Any], fields: Dict[str, Tuple[Callable[[Any], bool], str]],
+           kind: str) -> None:
+    for name, (test, expected) in fields.items():
+        if name not in header:
+            raise ValueError(f"{kind} without {name}")
+        if not test(header[name]):
+            raise ValueError(f"{kind} whose {name} is {_shown(header[name])}, expected {expected}")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _INT64
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+_HEAD = {"generation": (_count, "an integer >= 0"), "feature_type": (_text, "a string"),
+         "run": (_text, "a string"), "record": (lambda v: isinstance(v, dict), "an object")}
+_VIDEO = {"name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+          "video_path": (_text, "a string"),
+          "run": (lambda v: v is None or isinstance(v, str), "a string or null")}
+
+
+def check_head(header: Dict[str, Any]) -> None:
+    """``ValueError`` unless ``header`` (decoded) is a journal's first record: the file
+    generation it extends, the feature type, the run and its record."""
+    _check(header, _HEAD, "a journal header")
+
+
+def check_video(header: Dict[str, Any]) -> None:
+    """``ValueError`` unless ``header`` (decoded) is a video's record: its output name, its
+    input and the run that made it (null: unknown)."""
+    _check(header, _VIDEO, "a video record")
+
+
+def _array_specs(specs: Any, size: int) -> List[Tuple[str, np.dtype, Tuple[int, ...]]]:
+    """The ``arrays`` of a record's header, checked: ``[key, dtype, shape]`` each, whose bytes
+    fill the ``size`` bytes after the header exactly."""
+    if not isinstance(specs, list):
+        raise ValueError(f"arrays is {_shown(specs)}, expected a list")
+    checked, total, keys = [], 0, set()
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3):
+            raise ValueError(f"an array is {_shown(spec)}, expected [key, dtype, shape]")
+        key, dtype, shape = spec
+        if not (isinstance(key, str) and key and key not in keys):
+            raise ValueError(f"an array's key is {_shown(key)}, expected a new non-empty string")
+        if not (isinstance(dtype, str) and dtype in _DTYPES):
+            raise ValueError(f"array {key!r} has dtype {_shown(dtype)}, expected a plain "
+                             "numeric one")
+        if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS
+                and all(_count(n) for n in shape)):
+            raise ValueError(f"array {key!r} has shape {_shown(shape)}, expected a list of "
+                             f"at most {_MAX_DIMS} integers >= 0")
         dtype = np.dtype(dtype)
-        if dtype.hasobject:
-            raise ValueError("object arrays are never read from a journal")
+        count = 1
+        for n in shape:
+            count *= n
+        total += count * dtype.itemsize  # Python integers: never overflows
+        if total > size:
+            break
+        keys.add(key)
+        checked.append((key, dtype, tuple(shape)))
+    if total != size:
+        raise ValueError(f"its arrays take {total} bytes, and {size} follow its header")
+    return checked
+
+
+def decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """A record's header (a JSON object, without its ``arrays``) and arrays.  ``ValueError``
+    for a payload that is not one (a checksum proves no more than that the bytes are those
+    written, by anyone): the kind's fields are checked by ``check_head`` and ``check_video``."""
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"{len(payload)} bytes, shorter than a record's header")
+    (size,) = _HEADER.unpack_from(payload)
+    at = _HEADER.size + size
+    if at > len(payload):
+        raise ValueError(f"its header claims {size} bytes, more than the record holds")
+    try:
+        header = json.loads(payload[_HEADER.size:at].decode("utf-8"))
+    except RecursionError:
+        raise ValueError("its header is JSON nested too deep") from None
+    except ValueError as e:  # not UTF-8, not JSON
+        raise ValueError(f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"its header is {_shown(header)}, expected a JSON object")
+    if "arrays" not in header:
+        raise ValueError("its header has no arrays")
+    arrays = {}
+    for key, dtype, shape in _array_specs(header.pop("arrays"), len(payload) - at):
         count = int(np.prod(shape, dtype=np.int64))
         arrays[key] = np.frombuffer(payload, dtype, count, at).reshape(shape).copy()
         at += count * dtype.itemsize
@@ -63,7 +169,8 @@ def decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
 
 def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarray]]]:
     """The journal's records in order, up to the first incomplete or damaged one (a write cut
-    short by a kill: logged and ignored)."""
+    short by a kill, or a record ``decode``, ``check_head`` (the first) or ``check_video``
+    refuse: logged and ignored, with the rest of the journal)."""
     fd = open_regular(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as f:
         end = os.fstat(fd).st_size
@@ -90,7 +197,15 @@ def read_journal(path: str) -> Iterator[Tuple[Dict[str, Any], Dict[str, np.ndarr
                 log.warning("%s ends with an incomplete record (a write cut short); the video "
                             "it held is extracted again", path)
                 return
-            yield decode(payload)
+            try:
+                header, arrays = decode(payload)
+                (check_head if at == 0 else check_video)(header)
+            except ValueError as e:
+                log.warning("%s: the record at offset %d is not one this tool writes (%s); it "
+                            "and the rest of the journal are ignored, the videos they held are "
+                            "extracted again", path, at, e)
+                return
+            yield header, arrays
 
 
 def count_journal(path: str) -> int:

@@ -57,11 +57,27 @@ Lost = Callable[[str, str], None]  # (video path, why): a journaled video left o
 
 
 def generation(path: str) -> int:
-    """The file's checkpoint count (0 when there is no file yet)."""
+    """The file's checkpoint count (0 when there is no file yet); ``ValueError`` naming the
+    file when its ``generation`` attribute is not one (``file_generation``)."""
     if not os.path.exists(path):
         return 0
     with h5py.File(path, "r") as f:
-        return int(f.attrs.get("generation", 0))
+        return file_generation(f, path)
+
+
+def file_generation(f, path: str) -> int:
+    """The open file's ``generation`` attribute (0 when absent): an integer scalar >= 0 that
+    a checkpoint can raise by one within int64, else ``ValueError`` naming ``path`` and the
+    attribute (the store calls such a file damaged: ``H5Store._open_reader``)."""
+    value = f.attrs.get("generation", 0)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            and 0 <= value < np.iinfo(np.int64).max:
+        return int(value)
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    raise ValueError(f"{path}: its generation attribute is {shown}, not a checkpoint count "
+                     "(an integer >= 0)")
 
 
 def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
@@ -136,7 +152,7 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
                 continue
             added += h5_format.video_bytes(f[video["name"]], video["name"], video["video_path"])
             count += 1
-        f.attrs["generation"] = int(f.attrs.get("generation", 0)) + 1
+        f.attrs["generation"] = np.int64(file_generation(f, path) + 1)
         if live is not None:
             live += added
             f.attrs[h5_format.LIVE_ATTR] = np.int64(live)
@@ -249,9 +265,13 @@ class H5Store:
     def _fold_at_start(self, path: str) -> None:
         try:
             fold(path, self.feature_type, self.on_lost)
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise InputError(f"output_path: cannot fold {journal_path(path)} into {path} "
                              f"({one_line(e)}); free space or move the file away") from None
+        except ValueError as e:  # the file is damaged (it says how to start it anew)
+            raise InputError(f"output_path: cannot fold {journal_path(path)} into {path} "
+                             f"({one_line(e)}); move the file away to start the shard's file "
+                             "anew") from None
 
     @staticmethod
     def _open_reader(path: str, own: bool) -> Optional[h5py.File]:
@@ -259,7 +279,13 @@ class H5Store:
             return None
         try:
             reader = h5py.File(path, "r")
-            h5_format.check_file(reader, path)
+            try:
+                h5_format.check_file(reader, path)
+                if own:  # a checkpoint raises it by one
+                    file_generation(reader, path)
+            except ValueError:
+                reader.close()
+                raise
             return reader
         except (OSError, ValueError) as e:
             locked = h5_format.locked_message(path, e) if isinstance(e, OSError) else None
