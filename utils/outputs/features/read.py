@@ -15,8 +15,9 @@ from utils.outputs import h5_format, serialization
 from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
                                           feature_type_of, in_network_order, infer_keys,
                                           locate, regular_file,
-                                          registered_keys, scan, split_name)
+                                          registered_keys, scan, split_name, STAMPS)
 from utils.outputs.h5_journal import count_journal, journal_path, read_journal
+from utils.outputs.resume import check_arrays
 from utils.outputs.safe_pickle import read_npy_header
 from utils.records.manifests import latest_records
 from utils.records.provenance import checked_runs, folder_runs
@@ -29,8 +30,8 @@ class Features(Mapping[str, Dict[str, np.ndarray]]):
     pkl or h5; ``feature_type``; ``output_keys``: the network's keys (``output_features``: its
     per-stack keys and widths, a width None when the network is not registered here);
     ``source``: the folder or file
-    read; ``incomplete``: names left out for a missing key file.  Close it (or use ``with``)
-    to release open HDF5 files."""
+    read; ``incomplete``: names left out for a missing key file (or dataset).  Close it (or
+    use ``with``) to release open HDF5 files."""
 
     format: str
     source: str
@@ -180,10 +181,11 @@ class H5Features(Features):
 
     format = "h5"
 
-    def __init__(self, paths: Sequence[str], source: str):
+    def __init__(self, paths: Sequence[str], source: str, warn: bool = True):
         self.source, self.paths, self.incomplete = source, list(paths), []
         self._open: List[h5py.File] = []
         self._where: Dict[str, int] = {}
+        self._lacking: Dict[str, Tuple[int, List[str]]] = {}  # incomplete -> file, keys lacked
         types = set()
         try:
             for i, path in enumerate(self.paths):
@@ -194,12 +196,17 @@ class H5Features(Features):
                         raise ValueError(f"feature_type attribute {feature_type!r} is not text")
                     types.add(feature_type)
                     _warn_journal(path, f)
-                    for name in h5_format.video_names(f, registered_keys()):
+                    spec = networks().get(feature_type or "")
+                    lacking: Dict[str, List[str]] = {}
+                    for name in h5_format.video_names(f, registered_keys(), require=(
+                            spec.keys if spec else (STAMPS, "fps")), lacking=lacking):
                         first = self._where.setdefault(name, i)
                         if first != i:
                             raise OutputError(f"video {name!r} is in two files: "
                                               f"{self.paths[first]} and {path}; keep one of them "
                                               "(files of runs with different num_shards?)")
+                    for name, keys in lacking.items():
+                        self._lacking.setdefault(name, (i, keys))
                 except OutputError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
@@ -212,6 +219,21 @@ class H5Features(Features):
             self.close()
             raise OutputError(f"{source}: files of different networks ({', '.join(sorted(map(str, types)))})")
         self.feature_type = types.pop() if types else None
+        self.incomplete = sorted(n for n in self._lacking if n not in self._where)
+        if self.incomplete and warn:  # (merge warns of each instead)
+            first = self.incomplete[0]
+            i, keys = self._lacking[first]
+            log.warning("%s: %d video group%s lack%s key datasets and %s not listed (first: "
+                        "'%s' in %s, without %s)", source, len(self.incomplete),
+                        "" if len(self.incomplete) == 1 else "s",
+                        "s" if len(self.incomplete) == 1 else "",
+                        "is" if len(self.incomplete) == 1 else "are", first, self.paths[i],
+                        ", ".join(keys))
+
+    def lacking(self, name: str) -> Tuple[str, List[str]]:
+        """The file of an ``incomplete`` video and the keys it lacks."""
+        i, keys = self._lacking[name]
+        return self.paths[i], list(keys)
 
     def _file(self, i: int) -> h5py.File:
         while len(self._open) <= i:
@@ -253,7 +275,7 @@ class H5Features(Features):
             return spec.keys
         if not self._keys and self._where:
             first = next(iter(self._where))
-            self._keys = in_network_order(self.shapes(first))
+            self._keys = in_network_order(self._datasets(first))
         return self._keys
 
     def _group(self, name: str):
@@ -267,7 +289,34 @@ class H5Features(Features):
             raise OutputError(f"{self.paths[i]}: video {name!r} is no longer there")
         return group
 
+    def _datasets(self, name: str) -> Dict[str, Any]:
+        group = self._group(name)
+        try:
+            return h5_format.video_datasets(group)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
+
+    def _checked(self, name: str) -> Dict[str, Any]:
+        """The video's datasets, unread, once they make a complete set
+        (``utils.outputs.resume.check_arrays``: dtypes and shapes; one row of timestamps
+        read) stored with built-in filters; ``OutputError`` naming the file, the video and
+        the dataset at fault otherwise."""
+        datasets = self._datasets(name)
+        try:
+            for key, dset in datasets.items():
+                h5_format.check_filters(dset, key)
+            verdict = check_arrays(datasets, self.output_features)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
+        if verdict.done is None:
+            raise OutputError(f"{self.file_of(name)}: video {name!r} is not a complete output "
+                              f"set ({verdict.key}: {verdict.why})")
+        return datasets
+
     def read(self, name, keys=None):
+        self._checked(name)
         group = self._group(name)
         try:
             arrays = h5_format.read_video(group, tuple(keys) if keys else None)
@@ -277,13 +326,8 @@ class H5Features(Features):
         return {key: np.asarray(arrays[key]) for key in (keys or _ordered(arrays, self.output_keys))}
 
     def shapes(self, name):
-        group = self._group(name)
-        try:
-            return {key: (dset.shape, dset.dtype)
-                    for key, dset in h5_format.video_datasets(group).items()}
-        except Exception as e:  # noqa: BLE001
-            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
-                              f"({one_line(e)})") from None
+        """As ``Features.shapes``; a video that is not a complete set is an ``OutputError``."""
+        return {key: (dset.shape, dset.dtype) for key, dset in self._checked(name).items()}
 
     def _attr(self, name: str, attr: str) -> Optional[str]:
         group = self._group(name)

@@ -60,5 +60,6 @@ def format_features_summary(s: Dict[str, Any]) -> str:
     if s.get("damaged"):
         lines.append(f"damaged: {s['damaged']} video(s) that cannot be read, not counted")
     if s["incomplete"]:
-        lines.append(f"incomplete: {s['incomplete']} video(s) lacking key files, not counted")
+        lines.append(f"incomplete: {s['incomplete']} video(s) lacking a key (a file or "
+                     "dataset), not counted")
     return "\n".join(lines)
