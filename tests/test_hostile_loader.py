@@ -1,8 +1,8 @@
 """The output folder is untrusted input (issue 19): what the loader (``utils.outputs.features``)
 lists and reads back.  Only complete output sets (``utils.outputs.resume.check_arrays``) are
 listed or returned; ``merge`` leaves out a wrong or unreadable video with one warning (exit 1)
-instead of failing for all; a filter that is not built in never loads an HDF5 plugin.  Each
-test here failed before its fix.
+instead of failing for all; a filter that is not built in never loads an HDF5 plugin; a
+stray set of another network's files hides no video.  Each test here failed before its fix.
 Planted with h5py / numpy; the command line in a subprocess (no network run)."""
 import os
 import subprocess
@@ -14,6 +14,7 @@ import pytest
 
 from batch_helpers import features_cli, our_h5
 from conftest import REPO
+from models.s3d_howto100m.synthetic_outputs import video_arrays, write_folder
 from utils.outputs import h5_format
 from utils.outputs.features import OutputError, load, summarize
 
@@ -197,3 +198,32 @@ def test_the_layouts_filters_still_read_and_write(tmp_path):
     with load(path) as features:
         assert features["clip"]["s3d"].shape == (3, 1024)
 
+
+# -- B5: a stray set of another network's files -------------------------------------------
+
+def test_a_stray_set_of_another_networks_files_hides_no_video(tmp_path):
+    """An ``s3d_howto100m`` folder with ``zz_s3d.npy``, ``zz_timestamps_ms.npy`` and
+    ``zz_fps.npy`` (a complete s3d set).  Before: the command line (no network registered)
+    took s3d for a key of every video: 'videos: 0, 4 lack key files ... redoes them', and pack
+    packed nothing; the API (networks registered) called 'zz' incomplete.  Now 'zz' is one
+    stray set, the real videos are listed, and a really incomplete set stays incomplete."""
+    rng = np.random.default_rng(1)
+    folder = write_folder(str(tmp_path / "out"),
+                          [(f"/v/{i}.mp4", video_arrays(rng, 2)) for i in range(3)])
+    np.save(os.path.join(folder, "zz_s3d.npy"), np.zeros((1, 1024), np.float32))
+    np.save(os.path.join(folder, "zz_timestamps_ms.npy"), np.zeros((1, 2)))
+    np.save(os.path.join(folder, "zz_fps.npy"), np.float64(25))
+    np.save(os.path.join(folder, "half_timestamps_ms.npy"), np.zeros((1, 2)))
+    np.save(os.path.join(folder, "half_fps.npy"), np.float64(25))
+    summary = features_cli("summary", folder, "--json")  # no network registered there
+    assert summary.returncode == 0, summary.stderr
+    assert '"videos": 3' in summary.stdout and '"incomplete": 1' in summary.stdout
+    assert '"strays": 1' in summary.stdout
+    warned = [ln for ln in _warnings(summary) if "zz" in ln]
+    assert len(warned) == 1 and "not s3d_howto100m's" in warned[0]
+    with load(folder) as features:  # the API: s3d_howto100m registered
+        assert sorted(features) == ["0", "1", "2"] and features.incomplete == ["half"]
+        assert features.strays == {"zz": "s3d"}
+    packed = features_cli("pack", folder, str(tmp_path / "p.h5"))
+    assert "3 videos packed; 1 incomplete set left out" in packed.stdout, packed.stderr
+    assert _names(str(tmp_path / "p.h5")) == ["0", "1", "2"]

@@ -24,7 +24,8 @@ restricted unpickler (numpy arrays and numbers only: data never runs code), HDF5
 key's files (a run killed while renaming them), or an HDF5 group lacking a key's dataset, is
 left out, counted in ``incomplete`` and warned about once; an HDF5 video whose datasets are
 not a complete set (``utils.outputs.resume.check_arrays``) or use a filter not built in is an
-``OutputError`` when read.  A folder holding outputs of several formats is an error unless ``format=`` chooses one; a video found in two ``.h5`` files is an error naming both.  A
+``OutputError`` when read.  Files of another network's keys are ``strays``, not listed.
+A folder holding outputs of several formats is an error unless ``format=`` chooses one; a video found in two ``.h5`` files is an error naming both.  A
 journal beside an ``.h5`` (videos finished after its last checkpoint) is warned about: the
 same command run again folds them in.  Anything unreadable raises ``OutputError`` (a
 ``ValueError``) naming the file.

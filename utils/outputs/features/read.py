@@ -14,8 +14,8 @@ from utils.networks import networks
 from utils.outputs import h5_format, serialization
 from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
                                           feature_type_of, in_network_order, infer_keys,
-                                          locate, regular_file,
-                                          registered_keys, scan, split_name, STAMPS)
+                                          locate, network_keys, regular_file,
+                                          registered_keys, scan, stray_sets, video_sets, STAMPS)
 from utils.outputs.h5_journal import count_journal, journal_path, read_journal
 from utils.outputs.resume import check_arrays
 from utils.outputs.safe_pickle import read_npy_header
@@ -30,13 +30,15 @@ class Features(Mapping[str, Dict[str, np.ndarray]]):
     pkl or h5; ``feature_type``; ``output_keys``: the network's keys (``output_features``: its
     per-stack keys and widths, a width None when the network is not registered here);
     ``source``: the folder or file
-    read; ``incomplete``: names left out for a missing key file (or dataset).  Close it (or
-    use ``with``) to release open HDF5 files."""
+    read; ``incomplete``: names left out for a missing key file (or dataset); ``strays``:
+    sets of files with another network's keys, left out (name -> one such key).  Close it
+    (or use ``with``) to release open HDF5 files."""
 
     format: str
     source: str
     feature_type: Optional[str]
     incomplete: List[str]
+    strays: Dict[str, str] = {}
     _keys: Tuple[str, ...] = ()  # found in the outputs, for a network not registered here
 
     @property
@@ -106,8 +108,10 @@ class FileFeatures(Features):
     """A folder of ``<name>_<key>.<ext>`` files."""
 
     def __init__(self, root: str, fmt: str, files: Dict[str, Dict[str, str]],
-                 feature_type: Optional[str], mmap: bool = False, keys: Sequence[str] = ()):
+                 feature_type: Optional[str], mmap: bool = False, keys: Sequence[str] = (),
+                 strays: Optional[Dict[str, str]] = None):
         self.source, self.format, self.feature_type, self.mmap = root, fmt, feature_type, mmap
+        self.strays = dict(strays or {})
         self._keys = tuple(keys)
         keys = set(self.output_keys)
         self._all = files
@@ -451,22 +455,26 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
     if not found:
         raise OutputError(f"{folder}: no <name>_<key>.{format} files")
     stems = [n.rpartition(".")[0] for _, n in found]
-    keys = infer_keys(stems)
-    spec_type = feature_type or feature_type_of(folder, keys)
+    inferred = infer_keys(stems)
+    spec_type = feature_type or feature_type_of(folder, inferred)
     spec = networks().get(spec_type or "")
     if spec is not None:
         keys = spec.keys
     elif not spec_type:
         raise OutputError(f"{folder}: cannot tell which network made the files (name the "
                           "folder after it, or pass feature_type=its name)")
-    by_name: Dict[str, Dict[str, str]] = {}
-    for rel, filename in found:
-        split = split_name(filename, keys)
-        if split is None:
-            continue
-        name = f"{rel.replace(os.sep, '/')}/{split[0]}" if rel else split[0]
-        by_name.setdefault(name, {})[split[1]] = os.path.join(folder, rel, filename)
-    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap, keys=keys)
+    else:
+        keys = network_keys(video_sets(folder, found, inferred), spec_type, inferred)
+    by_name = video_sets(folder, found, keys)
+    strays = stray_sets(folder, found, keys, inferred, by_name)
+    if strays:
+        first = next(iter(strays))
+        log.warning("%s: %d set%s of files with keys that are not %s's %s not listed (first: "
+                    "%s, with key %s): not outputs of this network", folder, len(strays),
+                    "" if len(strays) == 1 else "s", spec_type,
+                    "is" if len(strays) == 1 else "are", first, strays[first])
+    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap, keys=keys,
+                            strays=strays)
     if features.incomplete:
         first = features.incomplete[0]
         lacking = sorted(set(keys) - set(by_name[first]))

@@ -42,7 +42,7 @@ def summarize(features: Features) -> Dict[str, Any]:
         "keys": {key: [{"shape": shape, "dtype": dtype, "videos": n}
                        for (shape, dtype), n in variants[key].most_common()]
                  for key in order if key in variants},
-        "incomplete": len(features.incomplete),
+        "incomplete": len(features.incomplete), "strays": len(features.strays),
     }
 
 
@@ -62,4 +62,7 @@ def format_features_summary(s: Dict[str, Any]) -> str:
     if s["incomplete"]:
         lines.append(f"incomplete: {s['incomplete']} video(s) lacking a key (a file or "
                      "dataset), not counted")
+    if s.get("strays"):
+        lines.append(f"strays: {s['strays']} set(s) of files with another network's keys, "
+                     "not counted")
     return "\n".join(lines)
