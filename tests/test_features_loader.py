@@ -394,7 +394,7 @@ def test_merge_of_two_shards_equals_the_one_file_run(made, tmp_path):
     shards = made["outs"]["shards", "mirror"] / "s3d"
     out = tmp_path / "merged.h5"
     inputs = [str(shards / "s3d-0-of-2.h5"), str(shards / "s3d-1-of-2.h5")]
-    assert merge_h5(str(out), inputs) == 4
+    assert merge_h5(str(out), inputs) == (4, 0)
     with load(str(out)) as merged, load(str(made["outs"]["save_h5", "mirror"])) as one:
         assert_features_equal(merged, {n: one[n] for n in one})
         for name in one:

@@ -27,7 +27,7 @@ from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequ
 
 import h5py
 import numpy as np
-from h5py import h5a, h5g, h5l, h5o
+from h5py import h5a, h5g, h5l, h5o, h5pl, h5z
 
 from utils.errors import one_line
 from utils.files import is_utf8, loads_json
@@ -57,6 +57,30 @@ LIVE_ATTR = "live_bytes"
 BASE_BYTES = 8192
 VIDEO_BYTES = 1536
 RUN_BYTES = 64
+
+
+def disable_plugins() -> None:
+    """Never load an HDF5 filter plugin: a file naming a filter that is not built in (a
+    planted id) would make HDF5 load a shared library from its plugin folders
+    (HDF5_PLUGIN_PATH, /usr/local/hdf5/lib/plugin) and run it.  h5py exposes no switch for
+    that, so the search path is emptied (for the process; idempotent).  The layout's filters
+    (deflate, shuffle) are built in; a dataset of another filter is refused (``check_filters``)."""
+    while h5pl.size():
+        h5pl.remove(0)
+
+
+disable_plugins()  # at import: every reader and writer of the layout imports this module
+
+
+def check_filters(dset, where: str) -> None:
+    """``ValueError`` for a dataset stored with a filter this HDF5 does not have built in."""
+    plist = dset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5z.filter_avail(code):
+            named = f" ({_text(name)})" if name else ""
+            raise ValueError(f"'{where}' is stored with filter {code}{named}, which is not "
+                             "built into HDF5 here (plugins are never loaded)")
 
 
 class LinkError(ValueError):
@@ -358,17 +382,22 @@ def first_videos(f, run_ids: Container[str]) -> Dict[str, str]:
     return found
 
 
-def video_names(f, datasets: Container[str]) -> Iterator[str]:
+def video_names(f, datasets: Container[str], require: Sequence[str] = (),
+                lacking: Optional[Dict[str, List[str]]] = None) -> Iterator[str]:
     """The output name of every video in the file, depth first in name order, without
     reading arrays (a million videos in half a minute): only links are listed and each group
     is opened once, for its ``video_path`` attribute.  ``datasets``: the keys; a video group's members of
     those names are its datasets and are not opened (a group cannot also hold a group of the
-    same name).  Soft and external links are never followed."""
-    return _video_names(f.id, "", False, datasets, VIDEO_ATTR.encode(), set(), 0)
+    same name).  Soft and external links are never followed.  ``require``: keys a video
+    must have a link of (checked by name, nothing opened); a video lacking one is not
+    yielded but put in ``lacking`` (name -> the keys it lacks)."""
+    need = [(k, k.encode("utf-8", "surrogateescape")) for k in require]
+    return _video_names(f.id, "", False, datasets, VIDEO_ATTR.encode(), set(), 0,
+                        (need, lacking if lacking is not None else {}))
 
 
 def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
-                 attr: bytes, seen: set, depth: int) -> Iterator[str]:
+                 attr: bytes, seen: set, depth: int, need) -> Iterator[str]:
     """Each group is walked once (``seen``: object addresses; a group reached again by
     another hard link is listed under that name too, but not walked again: a DAG of links
     costs its links, not its paths), and no deeper than ``MAX_DEPTH``."""
@@ -387,13 +416,17 @@ def _video_names(gid, prefix: str, is_video: bool, datasets: Container[str],
             continue
         video = h5a.exists(child, attr)
         if video:
-            yield prefix + name
+            missing = [k for k, raw_key in need[0] if not child.links.exists(raw_key)]
+            if missing:
+                need[1][prefix + name] = missing
+            else:
+                yield prefix + name
         addr = h5o.get_info(child).addr
         if addr in seen:
             continue
         seen.add(addr)
         yield from _video_names(child, prefix + name + "/", video, datasets, attr, seen,
-                                depth + 1)
+                                depth + 1, need)
 
 
 def video_group(f, name: str):
@@ -412,6 +445,7 @@ def read_video(group, keys: Optional[Tuple[str, ...]] = None) -> Dict[str, np.nd
     size = file_size(group)
     for key, dset in datasets.items():
         check_size(dset, size, f"{group.name}/{key}")
+        check_filters(dset, f"{group.name}/{key}")
     return {key: dset[()] for key, dset in datasets.items()}
 
 

@@ -21,9 +21,11 @@ groups by their links (``utils.outputs.h5_format.video_names``).  A video's arra
 ``.npy`` with ``allow_pickle=False`` (``mmap=True``: memory-mapped), ``.pkl`` through the
 restricted unpickler (numpy arrays and numbers only: data never runs code), HDF5 through
 ``utils.outputs.h5_format.read_video``.  Only complete sets are listed: a name lacking one of its
-key's files (a run killed while renaming them) is left out, counted in ``incomplete`` and
-warned about once.  A folder holding outputs of several formats is an error unless
-``format=`` chooses one; a video found in two ``.h5`` files is an error naming both.  A
+key's files (a run killed while renaming them), or an HDF5 group lacking a key's dataset, is
+left out, counted in ``incomplete`` and warned about once; an HDF5 video whose datasets are
+not a complete set (``utils.outputs.resume.check_arrays``) or use a filter not built in is an
+``OutputError`` when read.  Files of another network's keys are ``strays``, not listed.
+A folder holding outputs of several formats is an error unless ``format=`` chooses one; a video found in two ``.h5`` files is an error naming both.  A
 journal beside an ``.h5`` (videos finished after its last checkpoint) is warned about: the
 same command run again folds them in.  Anything unreadable raises ``OutputError`` (a
 ``ValueError``) naming the file.
@@ -36,8 +38,8 @@ same command run again folds them in.  Anything unreadable raises ``OutputError`
 fsync it and rename it over OUT (never an existing OUT without ``--force``).  A video the
 layout cannot hold (its group would pass through another video's dataset: mirror ``a.mp4``
 and ``a/s3d/y.mp4``; a name that is not UTF-8, from an undecodable byte of a file name) fails
-the whole command before anything is written.  Exit status: 0; 1 when ``pack`` left out
-incomplete sets; 2 with one ``error:`` line for unusable input.
+the whole command before anything is written.  Exit status: 0; 1 when ``pack`` or ``merge``
+left out incomplete or unreadable sets; 2 with one ``error:`` line for unusable input.
 
 The package, by job: ``names`` (how outputs are named and found on disk), ``read`` (``load``
 and the ``Features`` mappings), ``summary``, ``pack`` (pack and merge), ``cli`` (the command

@@ -1,5 +1,5 @@
 """``python -m utils.outputs.features summary | pack | merge``: one ``error:`` line (exit 2)
-for unusable input; see the package's doc."""
+for unusable input; exit 1 when ``pack`` or ``merge`` left videos out; see the package's doc."""
 import argparse
 import json
 import logging
@@ -52,10 +52,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{as_utf8(args.out)}: {packed} video{'' if packed == 1 else 's'} packed"
                   + (f"; {left} incomplete set{'' if left == 1 else 's'} left out" if left else ""))
             return 1 if left else 0
-        count = merge_h5(args.out, args.inputs, args.force)
+        count, left = merge_h5(args.out, args.inputs, args.force)
         print(f"{as_utf8(args.out)}: {count} video{'' if count == 1 else 's'} from "
-              f"{len(args.inputs)} file{'' if len(args.inputs) == 1 else 's'}")
-        return 0
+              f"{len(args.inputs)} file{'' if len(args.inputs) == 1 else 's'}"
+              + (f"; {left} incomplete or unreadable video{'' if left == 1 else 's'} left out"
+                 if left else ""))
+        return 1 if left else 0
     except (OutputError, OSError) as e:
         print(f"error: {printable_path(_message(e))}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ name in its other files is a key), so ``python -m utils.features`` reads any net
 folder."""
 import os
 import stat
+from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from utils.errors import InputError
@@ -202,3 +203,45 @@ def feature_type_of(folder: str, found: Sequence[str]) -> Optional[str]:
     keys = set(found)
     matching = [t for t, spec in networks().items() if keys & {k for k, _ in spec.features}]
     return matching[0] if len(matching) == 1 else base or None
+
+
+def video_sets(folder: str, found: Sequence[Tuple[str, str]], keys: Sequence[str]
+               ) -> Dict[str, Dict[str, str]]:
+    """Output name -> {key: path} of the files ``found`` (``scan``'s) named by one of ``keys``."""
+    sets: Dict[str, Dict[str, str]] = {}
+    for rel, filename in found:
+        split = split_name(filename, keys)
+        if split is not None:
+            name = f"{rel.replace(os.sep, '/')}/{split[0]}" if rel else split[0]
+            sets.setdefault(name, {})[split[1]] = os.path.join(folder, rel, filename)
+    return sets
+
+
+def network_keys(sets: Dict[str, Dict[str, str]], feature_type: str,
+                 inferred: Sequence[str]) -> Tuple[str, ...]:
+    """The keys of a network not registered here, from its folder's sets (split by every key
+    found): the key set most videos have, among those with a file of the folder's network's
+    name as key when there are such (``<name>_<feature_type>``: a stray set of another
+    network's files never decides); a tie goes to the larger set; ``inferred`` when no video
+    has ``timestamps_ms`` and ``fps``."""
+    candidates = [frozenset(s) for s in sets.values() if {STAMPS, "fps"} <= set(s)]
+    named = [c for c in candidates if feature_type in c]
+    votes = Counter(named or candidates)
+    if not votes:
+        return tuple(inferred)
+    best = max(votes.items(), key=lambda kv: (kv[1], len(kv[0]), sorted(kv[0])))[0]
+    return in_network_order(best)
+
+
+def stray_sets(folder: str, found: Sequence[Tuple[str, str]], keys: Sequence[str],
+               inferred: Sequence[str], sets: Dict[str, Dict[str, str]]) -> Dict[str, str]:
+    """Names of sets of files with keys other than the network's (``keys``; another network's
+    files planted or left in the folder): name -> one such key.  They are taken out of
+    ``sets`` when they lack one of the network's keys (a video with an extra file stays)."""
+    others = [k for k in inferred if k not in keys]
+    strays: Dict[str, str] = {}
+    for name, files in video_sets(folder, found, others).items():
+        if not set(keys) <= set(sets.get(name, ())):
+            strays[name] = next(iter(files))
+            sets.pop(name, None)
+    return strays

@@ -147,9 +147,12 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
     return counts[0], counts[1]
 
 
-def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
+def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> Tuple[int, int]:
     """Shard files -> one ``.h5`` (a video in two inputs is an ``OutputError`` naming both;
-    the run records of all are kept).  Returns the number of videos."""
+    the run records of all are kept).  A video that is not a complete set (a key missing, a
+    dataset of the wrong dtype or shape: ``utils.outputs.resume.check_arrays``) or cannot be
+    read (bit rot in a compressed chunk, a filter not built in) is left out with one warning
+    naming the file, the video and why.  Returns (videos merged, videos left out)."""
     for i, path in enumerate(inputs):
         if not regular_file(path):
             raise OutputError(f"{path}: no such file (or not a regular file)")
@@ -157,7 +160,7 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
             if os.path.samefile(path, other):
                 raise OutputError(f"{path} is given twice ({other})")
     _check_out(out, force)
-    with H5Features(list(inputs), ", ".join(inputs)) as features:
+    with H5Features(list(inputs), ", ".join(inputs), warn=False) as features:
         for name in features:
             if not is_utf8(name):
                 raise OutputError(f"{as_utf8(features.file_of(name))}: video "
@@ -169,12 +172,26 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> int:
             raise OutputError(_clash_message(
                 f"{features.file_of(clash[0])}, {features.file_of(clash[1])}", clash, keys))
 
+        counts = [0, 0]
+
         def fill(f):
             h5_format.init_file(f, features.feature_type or "")
             h5_format.add_runs(f, features.runs())
+            for name in features.incomplete:
+                path, lacked = features.lacking(name)
+                log.warning("%s: video '%s' lacks %s; not merged (an incomplete output set)",
+                            as_utf8(path), as_utf8(name), ", ".join(lacked))
+                counts[1] += 1
             for name in sorted(features):
-                _write_video(f, name, features.read(name), features.video_path(name) or "",
+                try:
+                    arrays = features.read(name)
+                except OutputError as e:  # it names the file, the video and why
+                    log.warning("%s; not merged", as_utf8(str(e)))
+                    counts[1] += 1
+                    continue
+                _write_video(f, name, arrays, features.video_path(name) or "",
                              features.run(name), features.file_of(name))
+                counts[0] += 1
 
         write_h5(out, fill, _bytes_of(inputs))
-        return len(features)
+        return counts[0], counts[1]

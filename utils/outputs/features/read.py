@@ -14,9 +14,10 @@ from utils.networks import networks
 from utils.outputs import h5_format, serialization
 from utils.outputs.features.names import (FORMATS, OutputError, feature_folder,
                                           feature_type_of, in_network_order, infer_keys,
-                                          locate, regular_file,
-                                          registered_keys, scan, split_name)
+                                          locate, network_keys, regular_file,
+                                          registered_keys, scan, stray_sets, video_sets, STAMPS)
 from utils.outputs.h5_journal import count_journal, journal_path, read_journal
+from utils.outputs.resume import check_arrays
 from utils.outputs.safe_pickle import read_npy_header
 from utils.records.manifests import latest_records
 from utils.records.provenance import checked_runs, folder_runs
@@ -29,13 +30,15 @@ class Features(Mapping[str, Dict[str, np.ndarray]]):
     pkl or h5; ``feature_type``; ``output_keys``: the network's keys (``output_features``: its
     per-stack keys and widths, a width None when the network is not registered here);
     ``source``: the folder or file
-    read; ``incomplete``: names left out for a missing key file.  Close it (or use ``with``)
-    to release open HDF5 files."""
+    read; ``incomplete``: names left out for a missing key file (or dataset); ``strays``:
+    sets of files with another network's keys, left out (name -> one such key).  Close it
+    (or use ``with``) to release open HDF5 files."""
 
     format: str
     source: str
     feature_type: Optional[str]
     incomplete: List[str]
+    strays: Dict[str, str] = {}
     _keys: Tuple[str, ...] = ()  # found in the outputs, for a network not registered here
 
     @property
@@ -105,8 +108,10 @@ class FileFeatures(Features):
     """A folder of ``<name>_<key>.<ext>`` files."""
 
     def __init__(self, root: str, fmt: str, files: Dict[str, Dict[str, str]],
-                 feature_type: Optional[str], mmap: bool = False, keys: Sequence[str] = ()):
+                 feature_type: Optional[str], mmap: bool = False, keys: Sequence[str] = (),
+                 strays: Optional[Dict[str, str]] = None):
         self.source, self.format, self.feature_type, self.mmap = root, fmt, feature_type, mmap
+        self.strays = dict(strays or {})
         self._keys = tuple(keys)
         keys = set(self.output_keys)
         self._all = files
@@ -180,10 +185,11 @@ class H5Features(Features):
 
     format = "h5"
 
-    def __init__(self, paths: Sequence[str], source: str):
+    def __init__(self, paths: Sequence[str], source: str, warn: bool = True):
         self.source, self.paths, self.incomplete = source, list(paths), []
         self._open: List[h5py.File] = []
         self._where: Dict[str, int] = {}
+        self._lacking: Dict[str, Tuple[int, List[str]]] = {}  # incomplete -> file, keys lacked
         types = set()
         try:
             for i, path in enumerate(self.paths):
@@ -194,12 +200,17 @@ class H5Features(Features):
                         raise ValueError(f"feature_type attribute {feature_type!r} is not text")
                     types.add(feature_type)
                     _warn_journal(path, f)
-                    for name in h5_format.video_names(f, registered_keys()):
+                    spec = networks().get(feature_type or "")
+                    lacking: Dict[str, List[str]] = {}
+                    for name in h5_format.video_names(f, registered_keys(), require=(
+                            spec.keys if spec else (STAMPS, "fps")), lacking=lacking):
                         first = self._where.setdefault(name, i)
                         if first != i:
                             raise OutputError(f"video {name!r} is in two files: "
                                               f"{self.paths[first]} and {path}; keep one of them "
                                               "(files of runs with different num_shards?)")
+                    for name, keys in lacking.items():
+                        self._lacking.setdefault(name, (i, keys))
                 except OutputError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
@@ -212,6 +223,21 @@ class H5Features(Features):
             self.close()
             raise OutputError(f"{source}: files of different networks ({', '.join(sorted(map(str, types)))})")
         self.feature_type = types.pop() if types else None
+        self.incomplete = sorted(n for n in self._lacking if n not in self._where)
+        if self.incomplete and warn:  # (merge warns of each instead)
+            first = self.incomplete[0]
+            i, keys = self._lacking[first]
+            log.warning("%s: %d video group%s lack%s key datasets and %s not listed (first: "
+                        "'%s' in %s, without %s)", source, len(self.incomplete),
+                        "" if len(self.incomplete) == 1 else "s",
+                        "s" if len(self.incomplete) == 1 else "",
+                        "is" if len(self.incomplete) == 1 else "are", first, self.paths[i],
+                        ", ".join(keys))
+
+    def lacking(self, name: str) -> Tuple[str, List[str]]:
+        """The file of an ``incomplete`` video and the keys it lacks."""
+        i, keys = self._lacking[name]
+        return self.paths[i], list(keys)
 
     def _file(self, i: int) -> h5py.File:
         while len(self._open) <= i:
@@ -253,7 +279,7 @@ class H5Features(Features):
             return spec.keys
         if not self._keys and self._where:
             first = next(iter(self._where))
-            self._keys = in_network_order(self.shapes(first))
+            self._keys = in_network_order(self._datasets(first))
         return self._keys
 
     def _group(self, name: str):
@@ -267,7 +293,34 @@ class H5Features(Features):
             raise OutputError(f"{self.paths[i]}: video {name!r} is no longer there")
         return group
 
+    def _datasets(self, name: str) -> Dict[str, Any]:
+        group = self._group(name)
+        try:
+            return h5_format.video_datasets(group)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
+
+    def _checked(self, name: str) -> Dict[str, Any]:
+        """The video's datasets, unread, once they make a complete set
+        (``utils.outputs.resume.check_arrays``: dtypes and shapes; one row of timestamps
+        read) stored with built-in filters; ``OutputError`` naming the file, the video and
+        the dataset at fault otherwise."""
+        datasets = self._datasets(name)
+        try:
+            for key, dset in datasets.items():
+                h5_format.check_filters(dset, key)
+            verdict = check_arrays(datasets, self.output_features)
+        except Exception as e:  # noqa: BLE001 - a damaged file raises OSError, KeyError...
+            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
+                              f"({one_line(e)})") from None
+        if verdict.done is None:
+            raise OutputError(f"{self.file_of(name)}: video {name!r} is not a complete output "
+                              f"set ({verdict.key}: {verdict.why})")
+        return datasets
+
     def read(self, name, keys=None):
+        self._checked(name)
         group = self._group(name)
         try:
             arrays = h5_format.read_video(group, tuple(keys) if keys else None)
@@ -277,13 +330,8 @@ class H5Features(Features):
         return {key: np.asarray(arrays[key]) for key in (keys or _ordered(arrays, self.output_keys))}
 
     def shapes(self, name):
-        group = self._group(name)
-        try:
-            return {key: (dset.shape, dset.dtype)
-                    for key, dset in h5_format.video_datasets(group).items()}
-        except Exception as e:  # noqa: BLE001
-            raise OutputError(f"{self.file_of(name)}: video {name!r} cannot be read "
-                              f"({one_line(e)})") from None
+        """As ``Features.shapes``; a video that is not a complete set is an ``OutputError``."""
+        return {key: (dset.shape, dset.dtype) for key, dset in self._checked(name).items()}
 
     def _attr(self, name: str, attr: str) -> Optional[str]:
         group = self._group(name)
@@ -407,22 +455,26 @@ def load(path: str, format: Optional[str] = None, mmap: bool = False,
     if not found:
         raise OutputError(f"{folder}: no <name>_<key>.{format} files")
     stems = [n.rpartition(".")[0] for _, n in found]
-    keys = infer_keys(stems)
-    spec_type = feature_type or feature_type_of(folder, keys)
+    inferred = infer_keys(stems)
+    spec_type = feature_type or feature_type_of(folder, inferred)
     spec = networks().get(spec_type or "")
     if spec is not None:
         keys = spec.keys
     elif not spec_type:
         raise OutputError(f"{folder}: cannot tell which network made the files (name the "
                           "folder after it, or pass feature_type=its name)")
-    by_name: Dict[str, Dict[str, str]] = {}
-    for rel, filename in found:
-        split = split_name(filename, keys)
-        if split is None:
-            continue
-        name = f"{rel.replace(os.sep, '/')}/{split[0]}" if rel else split[0]
-        by_name.setdefault(name, {})[split[1]] = os.path.join(folder, rel, filename)
-    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap, keys=keys)
+    else:
+        keys = network_keys(video_sets(folder, found, inferred), spec_type, inferred)
+    by_name = video_sets(folder, found, keys)
+    strays = stray_sets(folder, found, keys, inferred, by_name)
+    if strays:
+        first = next(iter(strays))
+        log.warning("%s: %d set%s of files with keys that are not %s's %s not listed (first: "
+                    "%s, with key %s): not outputs of this network", folder, len(strays),
+                    "" if len(strays) == 1 else "s", spec_type,
+                    "is" if len(strays) == 1 else "are", first, strays[first])
+    features = FileFeatures(folder, format, by_name, spec_type, mmap=mmap, keys=keys,
+                            strays=strays)
     if features.incomplete:
         first = features.incomplete[0]
         lacking = sorted(set(keys) - set(by_name[first]))

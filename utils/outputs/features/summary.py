@@ -42,7 +42,7 @@ def summarize(features: Features) -> Dict[str, Any]:
         "keys": {key: [{"shape": shape, "dtype": dtype, "videos": n}
                        for (shape, dtype), n in variants[key].most_common()]
                  for key in order if key in variants},
-        "incomplete": len(features.incomplete),
+        "incomplete": len(features.incomplete), "strays": len(features.strays),
     }
 
 
@@ -60,5 +60,9 @@ def format_features_summary(s: Dict[str, Any]) -> str:
     if s.get("damaged"):
         lines.append(f"damaged: {s['damaged']} video(s) that cannot be read, not counted")
     if s["incomplete"]:
-        lines.append(f"incomplete: {s['incomplete']} video(s) lacking key files, not counted")
+        lines.append(f"incomplete: {s['incomplete']} video(s) lacking a key (a file or "
+                     "dataset), not counted")
+    if s.get("strays"):
+        lines.append(f"strays: {s['strays']} set(s) of files with another network's keys, "
+                     "not counted")
     return "\n".join(lines)
