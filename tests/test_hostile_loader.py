@@ -227,3 +227,29 @@ def test_a_stray_set_of_another_networks_files_hides_no_video(tmp_path):
     packed = features_cli("pack", folder, str(tmp_path / "p.h5"))
     assert "3 videos packed; 1 incomplete set left out" in packed.stdout, packed.stderr
     assert _names(str(tmp_path / "p.h5")) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "pkl"])
+def test_a_file_set_of_wrong_shapes_is_refused_when_read_naming_the_file(tmp_path, fmt):
+    """All key files present (so listed), but 2 feature rows for 3 timestamps: reading it is
+    an OutputError naming the feature file, as for an .h5 video; a good set still reads."""
+    import pickle
+    root = tmp_path / "s3d"
+    root.mkdir()
+    for name, rows in (("good", 3), ("short", 2)):
+        arrays = {"s3d": np.full((rows, 1024), 0.5, np.float32),
+                  "timestamps_ms": np.arange(6.0).reshape(3, 2) * 100, "fps": np.float64(25)}
+        for key, value in arrays.items():
+            path = root / f"{name}_{key}.{fmt}"
+            if fmt == "npy":
+                np.save(path, value)
+            else:
+                path.write_bytes(pickle.dumps(value))
+    with load(str(root)) as features:
+        assert sorted(features) == ["good", "short"]
+        assert features["good"]["s3d"].shape == (3, 1024)
+        assert features.read("good", ("timestamps_ms",))["timestamps_ms"].shape == (3, 2)
+        with pytest.raises(OutputError) as info:
+            features["short"]
+    assert str(root / f"short_s3d.{fmt}") in str(info.value)
+    assert "not (3, 1024) float32" in str(info.value)

@@ -135,8 +135,21 @@ class FileFeatures(Features):
         return dict(self._files[name])
 
     def read(self, name, keys=None):
+        """As ``Features.read``; a video whose files are not a complete set (dtypes and shapes:
+        ``utils.outputs.resume.check_arrays``) is an ``OutputError`` naming the file at fault.
+        ``.npy`` files are checked through memory maps (headers and one row of timestamps)
+        before the keys asked for are read; ``.pkl`` files are read whole once."""
         files = self._files[name]
-        return {key: _read_file(files[key], self.mmap) for key in (keys or _ordered(files, self.output_keys))}
+        mapped = self.format == "npy"
+        arrays = {key: _read_file(path, mapped or self.mmap) for key, path in files.items()}
+        verdict = check_arrays(arrays, self.output_features)
+        if verdict.done is None:
+            raise OutputError(f"{files.get(verdict.key, next(iter(files.values())))}: "
+                              f"{verdict.why} (video {name!r} is not a complete set)")
+        wanted = keys or _ordered(files, self.output_keys)
+        if mapped and not self.mmap:
+            return {key: _read_file(files[key], False) for key in wanted}
+        return {key: arrays[key] for key in wanted}
 
     def shapes(self, name):
         if self.format != "npy":
