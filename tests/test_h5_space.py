@@ -205,3 +205,69 @@ def test_a_full_disk_during_merge_or_pack_is_one_error_line(small_disk, tmp_path
     [line] = proc.stderr.splitlines()
     assert line.startswith("error: ") and out in line and "free space" in line, line
     assert sorted(os.listdir(small_disk)) == ["filler"]
+
+
+def test_a_repack_killed_leaves_no_temporary_after_the_next_start(tmp_path):
+    """kill -9 inside the rewrite: its temporary is named for the shard file, so the next
+    run's start removes it (one named for the fold's copy was never removed)."""
+    root = tmp_path / "out"
+    store = _store(root, "r0")
+    store.write("v0", _arrays(0), "/v/v0.mp4")
+    store.close()
+    with h5py.File(root / H5, "r+") as f:
+        del f.attrs[h5_format.LIVE_ATTR]  # a file of an earlier version: the next fold repacks
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = [{REPO!r}, {os.path.dirname(__file__)!r}]
+        from utils.outputs import h5_format
+        from test_h5_space import _arrays, _store
+        def killed(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        h5_format.copy_live = killed
+        store = _store({str(root)!r}, "r1")
+        store.write("v1", _arrays(1), "/v/v1.mp4")
+        store.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert [n for n in os.listdir(root) if n.endswith(".tmp")]  # the kill left some
+    _store(root, "r2").close()  # the next start: removes them, folds the journal
+    assert sorted(os.listdir(root)) == [H5]
+    assert sorted(_read(str(root / H5))) == ["v0", "v1"]
+
+
+def test_no_room_for_the_rewrite_keeps_the_fold(small_disk):
+    """Room for the fold, not for the optional rewrite after it: the fold stands (one
+    warning), the video is in the file and the journal gone (it used to refuse every run)."""
+    root = small_disk / "out"
+    store = _store(root, "r0")
+    store.write("v0", _arrays(0, rows=60), "/v/v0.mp4")
+    store.close()
+    with h5py.File(root / H5, "r+") as f:
+        del f.attrs[h5_format.LIVE_ATTR]  # forces the rewrite
+    store = _store(root, "r1")
+    store.write("v1", _arrays(1, rows=60), "/v/v1.mp4")
+    store.close()
+    assert sorted(_read(str(root / H5))) == ["v0", "v1"]
+    assert sorted(os.listdir(root)) == [H5]
+
+
+def test_a_file_system_reporting_no_sizes_is_not_taken_as_full(tmp_path):
+    """ramfs (and some FUSE file systems) report 0 blocks: its free space is unknown, never
+    0 (a fold there was refused on every run); the reservation alone decides."""
+    from utils.files import check_free_space
+    mount = tmp_path / "ram"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mount)], capture_output=True,
+                          check=False)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a ramfs here")
+    try:
+        assert os.statvfs(mount).f_blocks == 0
+        check_free_space(str(mount), 10**6, "a fold")
+        store = _store(mount / "out", "r0")
+        store.write("v0", _arrays(0), "/v/v0.mp4")
+        store.close()
+        assert sorted(os.listdir(mount / "out")) == [H5]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -90,6 +90,18 @@ VIDEOS = {  # a video's record
     "no name": _raw({k: v for k, v in _fields().items() if k != "name"}),
     "name empty": _raw(_fields(name="")),
     "name an int": _video(5),
+    # names the layout cannot hold: '/' is the root group (its attributes were wiped, the
+    # whole file lost), '.' made h5py raise RuntimeError (a traceback on every run)
+    "name the root": _video("/"),
+    "name //": _video("//"),
+    "name .": _video("."),
+    "name v0/.": _video("v0/."),
+    "name ./v1": _video("./v1"),
+    "name ..": _video(".."),
+    "name x//y": _video("x//y"),
+    "name x/": _video("x/"),
+    "key with a slash": _raw(_fields(arrays=[["/s3d", "<f4", [1]]]), b"\0" * 4),
+    "key .": _raw(_fields(arrays=[[".", "<f4", [1]]]), b"\0" * 4),
     "video_path an int": _video("p", video_path=5),
     "run an int": _video("p", run=5),
     "unknown dtype": _raw(_fields(arrays=[["s3d", "xx", [1]]]), b"\0" * 4),

@@ -338,6 +338,13 @@ def test_an_output_name_holding_another_inputs_features_fails_naming_both(
         np.testing.assert_array_equal(got[key], value)
     mine = _run(random_checkpoint, out, [clip], tmp_path, on_extraction=sink)
     assert mine.returncode == 0 and "done 0, skipped 1" in _done_line(mine), mine.stderr
+    # overwrite=true releases the name (redone with the other video: its path recorded)
+    replaced = _run(random_checkpoint, out, [str(other)], tmp_path, on_extraction=sink,
+                    overwrite=True)
+    assert replaced.returncode == 0 and "done 1" in _done_line(replaced), replaced.stderr
+    if sink == "save_h5":
+        with h5py.File(os.path.join(out, "s3d", H5), "r") as f:
+            assert f["clip"].attrs["video_path"] == str(other)
 
 
 def test_a_video_too_deep_for_the_h5_layout_fails_alone_and_the_file_stays_readable(

@@ -127,3 +127,29 @@ def test_a_linked_feature_folder_is_refused_before_anything_is_written(random_ch
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert str(out / "s3d") in line and "is a link" in line
     assert os.listdir(elsewhere) == []
+
+
+def test_planted_names_in_h5_warnings_are_escaped(tmp_path, caplog):
+    """A group name, a link target and a run attribute's name with terminal escapes and a
+    newline: the rerun's, the rewrite's and the run records' warnings show them escaped."""
+    from utils.outputs.h5_store import H5Store
+    evil = "\x1b[31mEVIL\nFORGED done 99\x07"
+    path = str(tmp_path / "s3d-0-of-1.h5")
+    with our_h5(path) as f:
+        group = f.create_group(evil)
+        group.attrs["video_path"] = "/v/evil.mp4"
+        group["s3d"] = h5py.SoftLink("/x\x1b[2J")
+        f.attrs[h5_format.RUN_PREFIX + evil] = "{not json"
+    store = H5Store(str(tmp_path), "s3d", 0, 1, ("s3d", "timestamps_ms", "fps"),
+                    (("s3d", 1024),), "r", {}, writable=False)
+    try:
+        assert store.complete(evil) is None
+    finally:
+        store.close()
+    with h5py.File(path, "r") as src, h5py.File(str(tmp_path / "packed.h5"), "w") as dst:
+        h5_format.runs(src)
+        h5_format.copy_live(src, dst, path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
+    for message in messages:
+        assert "\x1b" not in message and "\n" not in message and "\\u001b" in message

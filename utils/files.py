@@ -195,6 +195,8 @@ def check_free_space(folder: str, need: int, what: str) -> None:
     ``need`` bytes free for this process: checked before a large write that a library makes
     itself (h5py), whose failure path on a full disk is not safe."""
     st = os.statvfs(folder)
+    if st.f_blocks == 0:  # a file system that reports no sizes (ramfs, some FUSE): unknown
+        return
     free = st.f_bavail * st.f_frsize
     if free < need:
         raise OSError(errno.ENOSPC, f"{what} needs {need} bytes and {folder} has {free} free")

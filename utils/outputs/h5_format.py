@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5g, h5l, h5o, h5pl, h5z
 
+from utils.console import printable_path
 from utils.errors import one_line
 from utils.files import is_utf8, loads_json
 from utils.inputs.paths import parse_shard_name, shard_suffix
@@ -206,11 +207,30 @@ def locked_message(path: str, error: OSError) -> Optional[str]:
             "is not damaged for that: do not move it away)")
 
 
+def name_error(name: Any, key: bool = False) -> str:
+    """Why ``name`` cannot name a video in the layout ('' when it can): a '/'-separated path
+    of non-empty parts, none ``.`` or ``..`` (``/`` alone would name the root group, ``.``
+    the group itself); ``key``: a dataset's name, one part."""
+    if not isinstance(name, str) or not name:
+        return "not a non-empty text"
+    parts = name.split("/")
+    if key and len(parts) > 1:
+        return "a key is one name, without '/'"
+    if any(part in ("", ".", "..") for part in parts):
+        return "a part of it is empty, '.' or '..' (names are relative paths, without '//')"
+    return ""
+
+
 def write_video(f, name: str, arrays: Mapping[str, np.ndarray], video_path: str,
                 run: Optional[str]) -> None:
     """The video's group, one dataset per key.  A group of that name already there (the video
     written before, or the folder of videos ``<name>/...`` in the mirror layout) keeps its
-    groups: only its datasets and attributes are replaced."""
+    groups: only its datasets and attributes are replaced.  A name (or key) the layout cannot
+    hold (``name_error``) is a ``ValueError``."""
+    why = name_error(name) or next((f"key {k!r}: {name_error(k, key=True)}" for k in arrays
+                                    if name_error(k, key=True)), "")
+    if why:
+        raise ValueError(f"{name!r} cannot be stored: {why}")
     parts = name.split("/")
     parent = f
     for i, part in enumerate(parts):  # never through (or over) another video's dataset
@@ -306,7 +326,7 @@ def _run_bytes(name: str, text: str) -> int:
         + len(text.encode("utf-8", "surrogateescape"))
 
 
-def copy_live(src, dst) -> int:
+def copy_live(src, dst, where: str = "") -> int:
     """Write the live objects of file ``src`` into the new file ``dst``: its attributes of
     the layout (format, feature type, generation, run records) and every video reached
     through hard links (``video_names``) with its ``video_path`` and ``run`` attributes
@@ -328,8 +348,9 @@ def copy_live(src, dst) -> int:
             for key, dset in datasets.items():
                 check_size(dset, size, f"{name}/{key}")
         except (KeyError, ValueError, OSError) as e:
-            log.warning("%s: video '%s' is damaged (%s); left out when the file is "
-                        "rewritten", src.filename, name, e)
+            log.warning("%s", printable_path(
+                f"{where or src.filename}: video '{name}' is damaged ({one_line(e)}); left "
+                "out when the file is rewritten, extracted again by the next run"))
             continue
         out = dst.require_group(name)
         for attr in (VIDEO_ATTR, RUN_ATTR):
@@ -360,8 +381,8 @@ def runs(f) -> Dict[str, Any]:
             try:
                 found[name[len(RUN_PREFIX):]] = loads_json(value)
             except (TypeError, ValueError) as e:
-                log.warning("%s: attribute %s is not a run record (%s), ignored", f.filename,
-                            name, one_line(e))
+                log.warning("%s", printable_path(f"{f.filename}: attribute {name} is not a "
+                                                 f"run record ({one_line(e)}), ignored"))
     return found
 
 

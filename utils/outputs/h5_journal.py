@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 
 from utils.files import open_regular
+from utils.outputs.h5_format import name_error
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def _text(value: Any) -> bool:
 
 _HEAD = {"generation": (_count, "an integer >= 0"), "feature_type": (_text, "a string"),
          "run": (_text, "a string"), "record": (lambda v: isinstance(v, dict), "an object")}
-_VIDEO = {"name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+_VIDEO = {"name": (lambda v: not name_error(v), "a relative path of non-empty parts, none "
+                                                 "'.' or '..'"),
           "video_path": (_text, "a string"),
           "run": (lambda v: v is None or isinstance(v, str), "a string or null")}
 
@@ -116,8 +118,8 @@ def _array_specs(specs: Any, size: int) -> List[Tuple[str, np.dtype, Tuple[int, 
         if not (isinstance(spec, list) and len(spec) == 3):
             raise ValueError(f"an array is {_shown(spec)}, expected [key, dtype, shape]")
         key, dtype, shape = spec
-        if not (isinstance(key, str) and key and key not in keys):
-            raise ValueError(f"an array's key is {_shown(key)}, expected a new non-empty string")
+        if name_error(key, key=True) or key in keys:
+            raise ValueError(f"an array's key is {_shown(key)}, expected a new name without '/'")
         if not (isinstance(dtype, str) and dtype in _DTYPES):
             raise ValueError(f"array {key!r} has dtype {_shown(dtype)}, expected a plain "
                              "numeric one")

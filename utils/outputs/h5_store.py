@@ -35,7 +35,7 @@ from utils.console import printable_path
 from utils.networks import network
 from utils.errors import InputError, one_line
 from utils.files import (atomic_path, check_free_space, find_temporaries, is_utf8, open_regular,
-                         remove_temporaries, reserve_space)
+                         remove_temporaries, reserve_space, temporary_name)
 from utils.outputs.h5_journal import (count_journal, encode, journal_of, journal_path,
                                       read_journal)
 from utils.outputs.resume import arrays_complete
@@ -116,7 +116,11 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
             count, live = _fold_into(path, tmp, header, itertools.chain([second], records),
                                      feature_type, on_lost, extra)
             if live is None or os.path.getsize(tmp) > REPACK_AT * live:
-                _repack(tmp)
+                try:
+                    _repack(tmp, path)
+                except OSError as e:  # no room for a second copy: the fold stands as it is
+                    log.warning("%s: not rewritten without its dead space (%s); kept as folded",
+                                path, e.strerror or e)
     finally:
         records.close()
     _remove(journal)
@@ -144,7 +148,8 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
             try:
                 h5_format.write_video(f, video["name"], arrays, video["video_path"],
                                       video["run"])
-            except (ValueError, KeyError, TypeError, UnicodeError) as e:  # the name
+            except (ValueError, KeyError, TypeError, UnicodeError, RuntimeError) as e:
+                # the name (RuntimeError: h5py's for a link name HDF5 will not look up)
                 why = f"cannot be stored in {path} ({e})"
                 log.error("%s: %s", video["video_path"], why)
                 if on_lost:
@@ -159,17 +164,23 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
     return count, live
 
 
-def _repack(tmp: str) -> None:
-    """Rewrite the file at ``tmp`` with its live objects alone (``h5_format.copy_live``)."""
+def _repack(tmp: str, path: str) -> None:
+    """Rewrite the fold's copy ``tmp`` of ``path`` with its live objects alone
+    (``h5_format.copy_live``), through a temporary named for ``path`` (a kill leaves one
+    that the next run of the shard removes)."""
     size = os.path.getsize(tmp)
-    check_free_space(os.path.dirname(tmp) or ".", size + FOLD_SLACK, f"rewriting {tmp}")
-    with atomic_path(tmp) as packed:
+    check_free_space(os.path.dirname(tmp) or ".", size + FOLD_SLACK, f"rewriting {path}")
+    packed = temporary_name(path)
+    try:
         h5py.File(packed, "w-", libver=h5_format.LIBVER).close()
         reserve_space(packed, size + FOLD_SLACK)
         with h5py.File(tmp, "r") as src, h5py.File(packed, "r+", libver=h5_format.LIBVER) as dst:
-            live = h5_format.copy_live(src, dst)
+            live = h5_format.copy_live(src, dst, path)
+        os.replace(packed, tmp)
+    finally:
+        _remove(packed)
     log.info("%s rewritten without its dead space: %d -> %d bytes (live estimate %d)",
-             tmp, size, os.path.getsize(tmp), live)
+             path, size, os.path.getsize(tmp), live)
 
 
 def _remove(path: str) -> None:
@@ -392,8 +403,9 @@ class H5Store:
                 done = arrays_complete(datasets, self.features)
             except (OSError, KeyError, ValueError) as e:
                 if isinstance(e, ValueError):  # a link, or a size the file cannot hold
-                    log.warning("%s: video '%s' is damaged (%s); it is extracted again",
-                                reader.filename, name, one_line(e))
+                    log.warning("%s", printable_path(f"{reader.filename}: video '{name}' is "
+                                                     f"damaged ({one_line(e)}); it is "
+                                                     "extracted again"))
                 done = None
             if done is not None:
                 if reader.filename != self.path:

@@ -246,7 +246,8 @@ def _videos(cfg: ExtractionConfig, extractor, report: RunReport, store, mine,
         todo = []
         for path, name in mine:
             if store:
-                escape = store.claim(name) or _taken(sources or {}, store, path, name)
+                escape = store.claim(name) or (
+                    "" if cfg.overwrite else _taken(sources or {}, store, path, name))
                 if escape:
                     report.add_failed(path, "write", escape)
                     continue
@@ -283,9 +284,9 @@ def _taken(sources: Dict[str, str], store, path: str, name: str) -> str:
     for owner in (sources.get(name), store.source(name)):
         if owner is not None and not _same_file(owner, path):
             return (f"its output name '{printable_path(name)}' already holds the features of "
-                    f"{printable_path(owner)}; use "
-                    "output_layout=mirror (or input_root) to keep the inputs' folders in the "
-                    "names, or another output_path")
+                    f"{printable_path(owner)}; use output_layout=mirror (or input_root) to "
+                    "keep the inputs' folders in the names, or another output_path (or "
+                    "overwrite=true, which redoes every video)")
     return ""
 
 
