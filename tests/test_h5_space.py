@@ -271,3 +271,21 @@ def test_a_file_system_reporting_no_sizes_is_not_taken_as_full(tmp_path):
         assert sorted(os.listdir(mount / "out")) == [H5]
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_videos_written_again_keep_the_live_estimate_true(tmp_path):
+    """overwrite=true runs write the same videos again: the estimate counts each video once
+    (the replaced one is taken off), so the dead space they leave is still rewritten away."""
+    one, again = tmp_path / "one", tmp_path / "again"
+    for root, rounds in ((one, 1), (again, 15)):
+        for r in range(rounds):
+            store = _store(root, "r0")
+            for i in range(20):
+                store.write(f"v{i}", _arrays(100 * r + i), f"/v/v{i}.mp4")
+            store.close()
+    with h5py.File(again / H5, "r") as f:
+        live = h5_format.live_bytes(f)
+    size_one, size_again = os.path.getsize(one / H5), os.path.getsize(again / H5)
+    assert live <= 1.2 * size_one, (live, size_one)
+    assert size_again <= 1.2 * size_one, (size_again, size_one)
+    assert sorted(_read(str(again / H5))) == sorted(f"v{i}" for i in range(20))

@@ -297,9 +297,11 @@ def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> int:
     for run_id, record in records.items():
         text = json.dumps(record, sort_keys=True)
         name = RUN_PREFIX + run_id
-        if f.attrs.get(name) != text:
+        old = f.attrs.get(name)
+        if old != text:
             f.attrs[name] = text
-            added += _run_bytes(name, text)
+            added += _run_bytes(name, text) - (_run_bytes(name, old) if isinstance(old, str)
+                                               else 0)
     return added
 
 
@@ -319,6 +321,16 @@ def video_bytes(group, name: str, video_path: Any) -> int:
     stored = sum(dset.id.get_storage_size() for dset in video_datasets(group).values())
     path = os.fsencode(video_path) if isinstance(video_path, (str, bytes)) else b""
     return stored + VIDEO_BYTES + len(name.encode("utf-8", "surrogateescape")) + len(path)
+
+
+def stored_bytes(f, name: str) -> int:
+    """What the video ``name`` now in the file counts in its live size (``video_bytes``; 0
+    when there is none, or it is damaged): a video written again replaces it."""
+    try:
+        group = video_group(f, name)
+        return 0 if group is None else video_bytes(group, name, group.attrs.get(VIDEO_ATTR))
+    except (KeyError, ValueError, OSError, RuntimeError):
+        return 0
 
 
 def _run_bytes(name: str, text: str) -> int:

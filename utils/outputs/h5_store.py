@@ -118,9 +118,10 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
             if live is None or os.path.getsize(tmp) > REPACK_AT * live:
                 try:
                     _repack(tmp, path)
-                except OSError as e:  # no room for a second copy: the fold stands as it is
+                except (OSError, ValueError, KeyError, RuntimeError) as e:
+                    # optional: no room for a second copy, or a file h5py cannot copy
                     log.warning("%s: not rewritten without its dead space (%s); kept as folded",
-                                path, e.strerror or e)
+                                path, getattr(e, "strerror", None) or one_line(e))
     finally:
         records.close()
     _remove(journal)
@@ -145,6 +146,7 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
         live = h5_format.live_bytes(f)
         added = h5_format.add_runs(f, {header["run"]: header["record"]})
         for video, arrays in records:
+            replaced = h5_format.stored_bytes(f, video["name"]) if live is not None else 0
             try:
                 h5_format.write_video(f, video["name"], arrays, video["video_path"],
                                       video["run"])
@@ -155,7 +157,8 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
                 if on_lost:
                     on_lost(video["video_path"], why)
                 continue
-            added += h5_format.video_bytes(f[video["name"]], video["name"], video["video_path"])
+            added += h5_format.video_bytes(f[video["name"]], video["name"],
+                                           video["video_path"]) - replaced
             count += 1
         f.attrs["generation"] = np.int64(file_generation(f, path) + 1)
         if live is not None:
