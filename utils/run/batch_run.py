@@ -97,7 +97,8 @@ def _open_report(cfg: ExtractionConfig, root: str, started: float, run_id: str,
                            previous=per_manifest.get(manifest_file, {}), launch=record.launch)
     except OSError as e:
         raise InputError(f"output_path: cannot write to {root} ({e.strerror or e})") from None
-    return report, _sources(root, latest, network(cfg.feature_type).keys)
+    # overwrite=true redoes every video: no name is held (``_taken`` is not asked)
+    return report, {} if cfg.overwrite else _sources(root, latest, network(cfg.feature_type).keys)
 
 
 def _check_rerun(cfg: ExtractionConfig, root: str, record: RunRecord,
@@ -281,12 +282,14 @@ def _taken(sources: Dict[str, str], store, path: str, name: str) -> str:
     features of another input, as its manifest record or the store's own record (an
     ``.h5`` group's ``video_path``) says: a flat layout's ``a/clip.mp4`` and ``b/clip.mp4``
     in two runs, or a mirror layout of two lists with other common folders."""
-    for owner in (sources.get(name), store.source(name)):
-        if owner is not None and not _same_file(owner, path):
-            return (f"its output name '{printable_path(name)}' already holds the features of "
-                    f"{printable_path(owner)}; use output_layout=mirror (or input_root) to "
-                    "keep the inputs' folders in the names, or another output_path (or "
-                    "overwrite=true, which redoes every video)")
+    owner = sources.get(name)
+    if owner is None:  # the manifests do not say: the store's own record (an .h5 group's)
+        owner = store.source(name)
+    if owner is not None and not _same_file(owner, path):
+        return (f"its output name '{printable_path(name)}' already holds the features of "
+                f"{printable_path(owner)}; use output_layout=mirror (or input_root) to "
+                "keep the inputs' folders in the names, or another output_path (or "
+                "overwrite=true, which redoes every video)")
     return ""
 
 
@@ -337,6 +340,8 @@ def _one_video(cfg: ExtractionConfig, extractor: Extractor, report: RunReport, p
                 store.write(name, arrays, path)
             else:
                 print_features(path, arrays, network(cfg.feature_type).keys)
+        except launcher_exceptions():  # the launcher ends the task (utils.errors): never
+            raise                      # the video's failure
         except Exception as e:  # noqa: BLE001 - one video's failure, never the run's
             # (KeyboardInterrupt, SystemExit and a launcher's own exceptions still stop it)
             if isinstance(e, OSError):
