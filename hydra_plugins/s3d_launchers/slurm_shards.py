@@ -16,6 +16,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
+from utils.errors import launcher_exceptions
 from utils.run.launchers import LauncherFailed, check_fits, collect_results, sinfo_nodes, task_request
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ if SlurmLauncher is not None:
                    initial_job_idx: int) -> Sequence[JobReturn]:
             """Check, submit, wait for every task; a failure ends the command with its lines
             on stderr and exit status 1 (not Hydra's report, which adds a line on tracebacks)."""
-            import submitit  # here only: a plain run never loads it
+            import submitit  # noqa: F401 - loaded here only (launcher_exceptions finds it)
 
             try:
                 nodes = sinfo_nodes()
@@ -47,7 +48,7 @@ if SlurmLauncher is not None:
                 output_path = str(self.config.get("output_path", "."))
                 return collect_results(jobs, job_overrides,
                                        f"python -m utils.manifests {shlex.quote(output_path)}",
-                                       (submitit.core.utils.UncompletedJobError,),
+                                       launcher_exceptions(),
                                        debug=bool(self.config.get("debug", False)))
             except LauncherFailed as e:
                 print(e, file=sys.stderr, flush=True)
