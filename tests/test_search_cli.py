@@ -60,7 +60,8 @@ def test_queries_file_json_one_object_per_query(tmp_path, files, outputs, alone,
     queries.write_text("\n".join(QUERIES[:2]) + "\n\n  " + "\n".join(QUERIES[2:]) + "\n",
                        encoding="utf-8")
     loads, encodes, passes = [], [], []
-    load = search_module.load_text_encoder
+    from models.s3d_howto100m import weights as weights_module  # search imports it to search
+    load = weights_module.load_text_encoder
     search = search_exact.search
 
     def loader(*args):
@@ -74,7 +75,7 @@ def test_queries_file_json_one_object_per_query(tmp_path, files, outputs, alone,
         passes.append(args)
         return search(*args, **kwargs)
 
-    monkeypatch.setattr(search_module, "load_text_encoder", loader)
+    monkeypatch.setattr(weights_module, "load_text_encoder", loader)
     monkeypatch.setattr(search_exact, "search", one_pass)
     assert search_module.main([str(outputs), "--queries", str(queries), "--json", "--top_k", "5",
                                *files]) == 0

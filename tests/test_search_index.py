@@ -143,7 +143,7 @@ def test_never_a_stale_row(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage json", "rows overlap", "link",
-                                    "wrong dtype", "another build"])
+                                    "wrong dtype", "another build", "max_norm beyond floats"])
 def test_a_damaged_index_is_one_warning_and_the_files_answer(tmp_path, caplog, damage):
     rng = np.random.default_rng(4)
     folder = write_folder(str(tmp_path), [(f"/v/{i}.mp4", video_arrays(rng, 3)) for i in range(5)])
@@ -163,6 +163,10 @@ def test_a_damaged_index_is_one_warning_and_the_files_answer(tmp_path, caplog, d
         os.symlink(str(tmp_path / "elsewhere.npy"), matrix)
     elif damage == "wrong dtype":
         np.save(matrix, np.zeros((15, 512), np.float32))
+    elif damage == "max_norm beyond floats":  # an int no float holds: OverflowError
+        data = json.load(open(meta))
+        data["max_norm"] = 10 ** 400
+        json.dump(data, open(meta, "w"))
     else:  # the same videos built again: a matrix of the same shape, another token
         kept = open(meta, "rb").read()
         search_index.build(folder)

@@ -39,9 +39,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from models.s3d_howto100m.extractor import EMBEDDING_KEY, FEATURE_TYPE
-from models.s3d_howto100m.network import EMBEDDING_DIM
-from models.s3d_howto100m.weights import load_text_encoder
+from models.s3d_howto100m.spec import EMBEDDING_DIM, EMBEDDING_KEY, FEATURE_TYPE
 from utils.console import printable_text, setup_logging
 from utils.errors import InputError, WeightsError, one_line
 from utils.outputs.features import Features, load, locate
@@ -260,6 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "save_pickle or save_h5)", file=sys.stderr)
         return 2
     try:
+        from models.s3d_howto100m.weights import load_text_encoder  # torch: only to search
         encoder, _, _ = load_text_encoder(args.weights_path, args.dict_path)
     except WeightsError as e:
         log.debug("traceback (--debug)", exc_info=True)

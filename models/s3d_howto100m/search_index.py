@@ -29,6 +29,7 @@ warning, and the search then reads every video from its files.
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -211,7 +212,7 @@ def _entries(meta: dict) -> Tuple[List[list], List[list]]:
         raise ValueError(f"the videos hold {row} rows, not {meta.get('rows')!r}")
     norm = meta.get("max_norm")
     if not (isinstance(norm, (int, float)) and not isinstance(norm, bool)
-            and np.isfinite(norm) and norm >= 0):
+            and math.isfinite(norm) and norm >= 0):  # an int beyond float: OverflowError
         raise ValueError(f"max_norm {norm!r} is not a number >= 0")
     paths = [v[0] for v in videos] + [v[0] for v in unindexed]
     if len(set(paths)) != len(paths):
@@ -228,7 +229,7 @@ def open_index(folder: str, quiet: bool = False) -> Optional[Index]:
         meta = _read_meta(meta_path)
         videos, unindexed = _entries(meta)
         matrix = _map_matrix(matrix_path, int(meta["rows"]), str(meta.get("token")))
-    except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, OverflowError) as e:
         if not quiet:
             log.warning("%s: the search index is not used (%s); every video is read from its "
                         "files. To rebuild it: %s %s", folder,
