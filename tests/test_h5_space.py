@@ -14,7 +14,7 @@ import pytest
 from batch_helpers import REPO, cli_args, run_cli
 from videos import synth
 
-from utils.outputs import h5_format
+from utils.outputs import h5_format, h5_live
 from utils.outputs.h5_journal import journal_path
 from utils.outputs.h5_store import H5Store
 
@@ -70,7 +70,7 @@ def test_a_rewrite_leaves_planted_objects_and_links_behind(tmp_path):
     with h5py.File(path, "r+") as f:  # planted: a link, a stray dataset, no live estimate
         f["planted"] = h5py.ExternalLink("/etc/passwd", "/x")
         f["junk"] = np.zeros(1000)
-        del f.attrs[h5_format.LIVE_ATTR]
+        del f.attrs[h5_live.LIVE_ATTR]
     store = _store(tmp_path, "r1")
     store.write("v1", _arrays(1), "/v/v1.mp4")
     store.close()
@@ -78,7 +78,7 @@ def test_a_rewrite_leaves_planted_objects_and_links_behind(tmp_path):
         assert sorted(f) == ["a", "v1"]
         assert f["a/v0"].attrs["video_path"] == "/v/a/v0.mp4"
         assert f["v1"].attrs["run"] == "r1"
-        assert h5_format.live_bytes(f) is not None
+        assert h5_live.live_bytes(f) is not None
         np.testing.assert_array_equal(f["a/v0/s3d"][()], _arrays(0)["s3d"])
         assert f["a/v0/s3d"].compression == "gzip"  # copied as stored
 
@@ -215,15 +215,15 @@ def test_a_repack_killed_leaves_no_temporary_after_the_next_start(tmp_path):
     store.write("v0", _arrays(0), "/v/v0.mp4")
     store.close()
     with h5py.File(root / H5, "r+") as f:
-        del f.attrs[h5_format.LIVE_ATTR]  # a file of an earlier version: the next fold repacks
+        del f.attrs[h5_live.LIVE_ATTR]  # a file of an earlier version: the next fold repacks
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path[:0] = [{REPO!r}, {os.path.dirname(__file__)!r}]
-        from utils.outputs import h5_format
+        from utils.outputs import h5_live
         from test_h5_space import _arrays, _store
         def killed(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
-        h5_format.copy_live = killed
+        h5_live.copy_live = killed
         store = _store({str(root)!r}, "r1")
         store.write("v1", _arrays(1), "/v/v1.mp4")
         store.close()
@@ -244,7 +244,7 @@ def test_no_room_for_the_rewrite_keeps_the_fold(small_disk):
     store.write("v0", _arrays(0, rows=60), "/v/v0.mp4")
     store.close()
     with h5py.File(root / H5, "r+") as f:
-        del f.attrs[h5_format.LIVE_ATTR]  # forces the rewrite
+        del f.attrs[h5_live.LIVE_ATTR]  # forces the rewrite
     store = _store(root, "r1")
     store.write("v1", _arrays(1, rows=60), "/v/v1.mp4")
     store.close()
@@ -284,7 +284,7 @@ def test_videos_written_again_keep_the_live_estimate_true(tmp_path):
                 store.write(f"v{i}", _arrays(100 * r + i), f"/v/v{i}.mp4")
             store.close()
     with h5py.File(again / H5, "r") as f:
-        live = h5_format.live_bytes(f)
+        live = h5_live.live_bytes(f)
     size_one, size_again = os.path.getsize(one / H5), os.path.getsize(again / H5)
     assert live <= 1.2 * size_one, (live, size_one)
     assert size_again <= 1.2 * size_one, (size_again, size_one)

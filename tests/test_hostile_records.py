@@ -13,7 +13,7 @@ import pytest
 from batch_helpers import MAIN, REPO, cli_args, our_h5, run_cli
 
 from utils.errors import InputError
-from utils.outputs import h5_format
+from utils.outputs import h5_format, h5_live
 from utils.records.jsonl import read_lines
 from utils.records.lock import shard_lock
 from utils.records.provenance import check_rerun, read_runs
@@ -148,7 +148,7 @@ def test_planted_names_in_h5_warnings_are_escaped(tmp_path, caplog):
         store.close()
     with h5py.File(path, "r") as src, h5py.File(str(tmp_path / "packed.h5"), "w") as dst:
         h5_format.runs(src)
-        h5_format.copy_live(src, dst, path)
+        h5_live.copy_live(src, dst, path)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3, messages
     for message in messages:

@@ -51,12 +51,7 @@ MAX_DEPTH = 200
 # deflate never expands data more than about 1032 times: a dataset that claims more bytes
 # than that many times what it has stored is not read (unallocated chunks read as fill)
 MAX_EXPANSION = 1100
-# the live size estimate (``live_bytes``): what a packed file spends besides the datasets'
-# bytes, for the file (BASE), each video (its group, link, attributes and dataset headers:
-# about 1.3 KB measured, plus its names) and each run record (plus its text)
-LIVE_ATTR = "live_bytes"
-BASE_BYTES = 8192
-VIDEO_BYTES = 1536
+# a run record's share of a file's live size besides its text (``h5_live``)
 RUN_BYTES = 64
 
 
@@ -185,6 +180,21 @@ def init_file(f, feature_type: str) -> None:
     f.attrs["generation"] = 0
 
 
+def file_generation(f, path: str) -> int:
+    """The open file's ``generation`` attribute (0 when absent): an integer scalar >= 0 that
+    a checkpoint can raise by one within int64, else ``ValueError`` naming ``path`` and the
+    attribute (the store calls such a file damaged: ``utils.outputs.h5_store``)."""
+    value = f.attrs.get("generation", 0)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+            and 0 <= value < np.iinfo(np.int64).max:
+        return int(value)
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    raise ValueError(f"{path}: its generation attribute is {shown}, not a checkpoint count "
+                     "(an integer >= 0)")
+
+
 def check_file(f, path: str) -> None:
     """``ValueError`` naming ``path`` when the file is not one of ours."""
     found = f.attrs.get("format")
@@ -300,87 +310,14 @@ def add_runs(f, records: Mapping[str, Dict[str, Any]]) -> int:
         old = f.attrs.get(name)
         if old != text:
             f.attrs[name] = text
-            added += _run_bytes(name, text) - (_run_bytes(name, old) if isinstance(old, str)
+            added += run_bytes(name, text) - (run_bytes(name, old) if isinstance(old, str)
                                                else 0)
     return added
 
 
-def live_bytes(f) -> Optional[int]:
-    """The file's estimated size without dead space (the ``live_bytes`` attribute: what its
-    videos' datasets store, ``VIDEO_BYTES`` and the names for each video, its run records;
-    kept up to date by each write), or None when the file does not say (a file of an earlier
-    version, or a damaged value)."""
-    value = f.attrs.get(LIVE_ATTR)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
-        return int(value)
-    return None
-
-
-def video_bytes(group, name: str, video_path: Any) -> int:
-    """What the video adds to the live size of its file (``live_bytes``)."""
-    stored = sum(dset.id.get_storage_size() for dset in video_datasets(group).values())
-    path = os.fsencode(video_path) if isinstance(video_path, (str, bytes)) else b""
-    return stored + VIDEO_BYTES + len(name.encode("utf-8", "surrogateescape")) + len(path)
-
-
-def stored_bytes(f, name: str) -> int:
-    """What the video ``name`` now in the file counts in its live size (``video_bytes``; 0
-    when there is none, or it is damaged): a video written again replaces it."""
-    try:
-        group = video_group(f, name)
-        return 0 if group is None else video_bytes(group, name, group.attrs.get(VIDEO_ATTR))
-    except (KeyError, ValueError, OSError, RuntimeError):
-        return 0
-
-
-def _run_bytes(name: str, text: str) -> int:
+def run_bytes(name: str, text: str) -> int:
     return RUN_BYTES + len(name.encode("utf-8", "surrogateescape")) \
         + len(text.encode("utf-8", "surrogateescape"))
-
-
-def copy_live(src, dst, where: str = "") -> int:
-    """Write the live objects of file ``src`` into the new file ``dst``: its attributes of
-    the layout (format, feature type, generation, run records) and every video reached
-    through hard links (``video_names``) with its ``video_path`` and ``run`` attributes
-    and its datasets, copied as stored (no decompression), and the records of the runs that
-    made them.  Anything else -- dead space, planted objects, links, the records of runs
-    whose videos were all redone, a video whose datasets are links or claim more bytes than the
-    file holds (logged) -- is left behind.  Returns the new file's live size estimate, also
-    stored as its ``live_bytes``."""
-    for name in ("format", "feature_type", "generation"):
-        if name in src.attrs:
-            dst.attrs[name] = src.attrs[name]
-    live = BASE_BYTES
-    owners = set()  # the runs that made a video kept
-    size = file_size(src)
-    for name in video_names(src, ()):
-        try:
-            group = video_group(src, name)
-            datasets = video_datasets(group)
-            for key, dset in datasets.items():
-                check_size(dset, size, f"{name}/{key}")
-        except (KeyError, ValueError, OSError) as e:
-            log.warning("%s", printable_path(
-                f"{where or src.filename}: video '{name}' is damaged ({one_line(e)}); left "
-                "out when the file is rewritten, extracted again by the next run"))
-            continue
-        out = dst.require_group(name)
-        for attr in (VIDEO_ATTR, RUN_ATTR):
-            if attr in group.attrs:
-                out.attrs[attr] = group.attrs[attr]
-        for key, dset in datasets.items():
-            src.copy(dset, out, name=key)
-        live += video_bytes(out, name, group.attrs.get(VIDEO_ATTR, ""))
-        run = group.attrs.get(RUN_ATTR)
-        if isinstance(run, str):
-            owners.add(run)
-    for name, text in src.attrs.items():  # the records of runs that made a video kept
-        if name.startswith(RUN_PREFIX) and name[len(RUN_PREFIX):] in owners \
-                and isinstance(text, str):
-            dst.attrs[name] = text
-            live += _run_bytes(name, text)
-    dst.attrs[LIVE_ATTR] = np.int64(live)
-    return live
 
 
 def runs(f) -> Dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from utils.files import open_regular
+from utils.files import loads_json, open_regular
 from utils.outputs.h5_format import name_error
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,8 @@ def decode(payload: bytes) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     if at > len(payload):
         raise ValueError(f"its header claims {size} bytes, more than the record holds")
     try:
-        header = json.loads(payload[_HEADER.size:at].decode("utf-8"))
-    except RecursionError:
-        raise ValueError("its header is JSON nested too deep") from None
-    except ValueError as e:  # not UTF-8, not JSON
+        header = loads_json(payload[_HEADER.size:at].decode("utf-8"))
+    except ValueError as e:  # not UTF-8, not JSON, nested too deep
         raise ValueError(f"its header is not JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"its header is {_shown(header)}, expected a JSON object")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 
-from utils.outputs import h5_format
+from utils.outputs import h5_format, h5_live
 from utils.config import ExtractionConfig
 from utils.console import printable_path
 from utils.networks import network
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # fold the journal into the file when it is this large and at least as large as the file
 MIN_CHECKPOINT_BYTES = 256 * 2**20
 # a fold rewrites the file's live objects alone when the file has grown past this many times
-# their size (each append session leaves about 5 KB dead: ``h5_format.live_bytes``)
+# their size (each append session leaves about 5 KB dead: ``h5_live.live_bytes``)
 REPACK_AT = 1.1
 # space reserved for a fold beyond the journal's bytes: the file, and each video's metadata
 FOLD_SLACK = 2**20
@@ -62,22 +62,7 @@ def generation(path: str) -> int:
     if not os.path.exists(path):
         return 0
     with h5py.File(path, "r") as f:
-        return file_generation(f, path)
-
-
-def file_generation(f, path: str) -> int:
-    """The open file's ``generation`` attribute (0 when absent): an integer scalar >= 0 that
-    a checkpoint can raise by one within int64, else ``ValueError`` naming ``path`` and the
-    attribute (the store calls such a file damaged: ``H5Store._open_reader``)."""
-    value = f.attrs.get("generation", 0)
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) \
-            and 0 <= value < np.iinfo(np.int64).max:
-        return int(value)
-    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-    raise ValueError(f"{path}: its generation attribute is {shown}, not a checkpoint count "
-                     "(an integer >= 0)")
+        return h5_format.file_generation(f, path)
 
 
 def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
@@ -89,7 +74,7 @@ def fold(path: str, feature_type: str, on_lost: Optional[Lost] = None) -> int:
     out and reported to ``on_lost`` (``claim`` refuses such videos before they are
     extracted: this is the last line).  When the file has grown past ``REPACK_AT`` times
     its live size (HDF5 never reclaims the bytes an append leaves dead), the copy is
-    rewritten with its live objects alone (``h5_format.copy_live``)."""
+    rewritten with its live objects alone (``h5_live.copy_live``)."""
     journal = journal_path(path)
     if not os.path.lexists(journal):
         return 0
@@ -133,20 +118,20 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
                on_lost: Optional[Lost], extra: int) -> Tuple[int, Optional[int]]:
     """Write the file with the journal's videos added under ``tmp``, with ``extra`` bytes
     reserved for them first; their number, and the new file's live size estimate (None
-    when the file had none: ``h5_format.live_bytes``)."""
+    when the file had none: ``h5_live.live_bytes``)."""
     if os.path.exists(path):
         shutil.copyfile(path, tmp)
     else:
         with h5py.File(tmp, "w-", libver=h5_format.LIBVER) as f:
             h5_format.init_file(f, header.get("feature_type", feature_type))
-            f.attrs[h5_format.LIVE_ATTR] = np.int64(h5_format.BASE_BYTES)
+            f.attrs[h5_live.LIVE_ATTR] = np.int64(h5_live.BASE_BYTES)
     reserve_space(tmp, extra)  # h5py on a full disk crashes the process: never let it meet one
     count = 0
     with h5py.File(tmp, "r+", libver=h5_format.LIBVER) as f:
-        live = h5_format.live_bytes(f)
+        live = h5_live.live_bytes(f)
         added = h5_format.add_runs(f, {header["run"]: header["record"]})
         for video, arrays in records:
-            replaced = h5_format.stored_bytes(f, video["name"]) if live is not None else 0
+            replaced = h5_live.stored_bytes(f, video["name"]) if live is not None else 0
             try:
                 h5_format.write_video(f, video["name"], arrays, video["video_path"],
                                       video["run"])
@@ -157,19 +142,19 @@ def _fold_into(path: str, tmp: str, header: Dict[str, Any], records, feature_typ
                 if on_lost:
                     on_lost(video["video_path"], why)
                 continue
-            added += h5_format.video_bytes(f[video["name"]], video["name"],
+            added += h5_live.video_bytes(f[video["name"]], video["name"],
                                            video["video_path"]) - replaced
             count += 1
-        f.attrs["generation"] = np.int64(file_generation(f, path) + 1)
+        f.attrs["generation"] = np.int64(h5_format.file_generation(f, path) + 1)
         if live is not None:
             live += added
-            f.attrs[h5_format.LIVE_ATTR] = np.int64(live)
+            f.attrs[h5_live.LIVE_ATTR] = np.int64(live)
     return count, live
 
 
 def _repack(tmp: str, path: str) -> None:
     """Rewrite the fold's copy ``tmp`` of ``path`` with its live objects alone
-    (``h5_format.copy_live``), through a temporary named for ``path`` (a kill leaves one
+    (``h5_live.copy_live``), through a temporary named for ``path`` (a kill leaves one
     that the next run of the shard removes)."""
     size = os.path.getsize(tmp)
     check_free_space(os.path.dirname(tmp) or ".", size + FOLD_SLACK, f"rewriting {path}")
@@ -178,7 +163,7 @@ def _repack(tmp: str, path: str) -> None:
         h5py.File(packed, "w-", libver=h5_format.LIBVER).close()
         reserve_space(packed, size + FOLD_SLACK)
         with h5py.File(tmp, "r") as src, h5py.File(packed, "r+", libver=h5_format.LIBVER) as dst:
-            live = h5_format.copy_live(src, dst, path)
+            live = h5_live.copy_live(src, dst, path)
         os.replace(packed, tmp)
     finally:
         _remove(packed)
@@ -296,7 +281,7 @@ class H5Store:
             try:
                 h5_format.check_file(reader, path)
                 if own:  # a checkpoint raises it by one
-                    file_generation(reader, path)
+                    h5_format.file_generation(reader, path)
             except ValueError:
                 reader.close()
                 raise

@@ -38,7 +38,7 @@ class Features(Mapping[str, Dict[str, np.ndarray]]):
     source: str
     feature_type: Optional[str]
     incomplete: List[str]
-    strays: Dict[str, str] = {}
+    strays: Dict[str, str]
     _keys: Tuple[str, ...] = ()  # found in the outputs, for a network not registered here
 
     @property
@@ -200,6 +200,7 @@ class H5Features(Features):
 
     def __init__(self, paths: Sequence[str], source: str, warn: bool = True):
         self.source, self.paths, self.incomplete = source, list(paths), []
+        self.strays = {}  # an .h5 holds its network's videos only
         self._open: List[h5py.File] = []
         self._where: Dict[str, int] = {}
         self._lacking: Dict[str, Tuple[int, List[str]]] = {}  # incomplete -> file, keys lacked
@@ -417,7 +418,7 @@ def _warn_journal(path: str, f) -> None:
             first = next(records, None)
         finally:
             records.close()
-        if first is None or first[0].get("generation") != int(f.attrs.get("generation", 0)):
+        if first is None or first[0].get("generation") != h5_format.file_generation(f, path):
             return  # empty, or already folded into the file (a rerun removes it)
         waiting = count_journal(journal)
     except FileNotFoundError:
