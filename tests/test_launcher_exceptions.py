@@ -63,6 +63,36 @@ def test_launcher_exception_propagates_and_blames_no_video(three, tmp_path, capl
     assert "failed 0" in summary
 
 
+class Extracts(ExtractorDouble):
+    device, labels = torch.device("cpu"), []
+
+    def extract(self, path, with_logits=False):
+        return _arrays()
+
+
+def test_a_launcher_exception_during_a_write_stops_the_run(three, tmp_path, monkeypatch):
+    """The handler may fire while the second video's files are written: that stops the
+    shard (nothing reported failed), never a write failure the run goes on after."""
+    from utils.outputs import file_store
+    error = submitit_utils.UncompletedJobError("timed-out too many times")
+    writes = []
+    real = file_store.write_outputs
+
+    def write(arrays, files):
+        writes.append(files)
+        if len(writes) == 2:
+            raise error
+        real(arrays, files)
+
+    monkeypatch.setattr(file_store, "write_outputs", write)
+    with pytest.raises(type(error)):
+        run(make_cfg(three, str(tmp_path / "out")), extractor=Extracts())
+    s3d = tmp_path / "out" / "s3d"
+    records = read_jsonl(str(s3d / "manifest-0-of-1.jsonl"))
+    assert [(r["path"], r["status"]) for r in records] == [(three[0], "done")]
+    assert len(writes) == 2 and read_jsonl(str(s3d / "failed.jsonl")) == []
+
+
 def test_other_errors_are_still_the_videos_failure(three, tmp_path):
     """The rule is narrow: a RuntimeError that is not the launcher's is the video's."""
     report = run(make_cfg(three, str(tmp_path / "out")),
