@@ -44,9 +44,10 @@ def random_checkpoint(tmp_path_factory, random_model) -> str:
     return str(path)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """The command line sets up the root logger (a stderr handler); put it back afterwards."""
+    """The command lines set up the root logger (a stderr handler, ``setup_logging``); a
+    test calling one in-process gets it put back afterwards (every test: autouse)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield

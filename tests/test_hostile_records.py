@@ -153,3 +153,21 @@ def test_planted_names_in_h5_warnings_are_escaped(tmp_path, caplog):
     assert len(messages) == 3, messages
     for message in messages:
         assert "\x1b" not in message and "\n" not in message and "\\u001b" in message
+
+
+def test_pack_names_a_file_with_a_newline_on_one_line(tmp_path):
+    """A planted name holding a newline and a terminal escape: pack's warning about it stays
+    one line, escaped (it could forge a line of its own)."""
+    import numpy as np
+    from batch_helpers import features_cli
+    root = tmp_path / "s3d"
+    root.mkdir()
+    for stem in ("good", "evil\nFORGED: 1 video packed\x1b[2J"):
+        np.save(root / f"{stem}_s3d.npy", np.ones((3, 1024), np.float32))
+        np.save(root / f"{stem}_timestamps_ms.npy", np.arange(6.0).reshape(3, 2))
+    np.save(root / "good_fps.npy", np.float64(25))  # evil lacks its fps file
+    proc = features_cli("pack", str(root), str(tmp_path / "all.h5"))
+    assert proc.returncode == 1, proc.stderr
+    assert not [ln for ln in proc.stderr.splitlines() + proc.stdout.splitlines()
+                if ln.startswith("FORGED")]
+    assert "\x1b" not in proc.stderr and "\\u001b[2J" in proc.stderr

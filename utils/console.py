@@ -28,18 +28,21 @@ log = logging.getLogger(__name__)
 LONG_VIDEO_STACKS = 16  # a video expected to give at least this many stacks gets its own bar
 
 
-def setup_logging(debug: bool = False) -> None:
-    """Plain messages on stderr (``WARNING:`` in front of warnings); DEBUG with ``debug``."""
+def setup_logging(debug: bool = False, level: int = logging.INFO) -> None:
+    """Plain messages on stderr (``WARNING:`` in front of warnings), from ``level`` on (DEBUG
+    with ``debug``).  Each message is one line as ``printable_path`` shows it: a name read
+    from a file (a planted one with a newline or a terminal escape) cannot forge a line."""
     class Formatter(logging.Formatter):
-        def format(self, record):
-            msg = super().format(record)
+        def formatMessage(self, record):
+            record.message = printable_path(record.message)
+            msg = super().formatMessage(record)
             return f"WARNING: {msg}" if record.levelno == logging.WARNING else msg
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter("%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else level)
     for noisy in ("libav", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 

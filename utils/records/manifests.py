@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from utils.console import printable_path, printable_text
+from utils.console import printable_path, printable_text, setup_logging
 from utils.errors import InputError
 from utils.inputs.paths import collect_paths, shard_of
 from utils.records.jsonl import read_records
@@ -301,7 +301,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "(relative paths resolve against the current directory, as in the run)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
+    setup_logging(level=logging.WARNING)
 
     try:
         summary = merge_manifests(args.output_path, args.file_with_video_paths)

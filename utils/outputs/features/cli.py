@@ -6,9 +6,9 @@ import logging
 import sys
 from typing import List, Optional
 
-from utils.console import printable_path, printable_text
+from utils.console import printable_path, printable_text, setup_logging
 from utils.errors import one_line
-from utils.outputs.features.names import FILE_FORMATS, FORMATS, OutputError, as_utf8
+from utils.outputs.features.names import FILE_FORMATS, FORMATS, OutputError
 from utils.outputs.features.pack import merge_h5, pack
 from utils.outputs.features.read import load
 from utils.outputs.features.summary import format_features_summary, summarize
@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("inputs", metavar="IN.h5", nargs="+")
     p.add_argument("--force", action="store_true", help="replace OUT.h5 if it exists")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="WARNING: %(message)s", stream=sys.stderr)
+    setup_logging(level=logging.WARNING)
 
     try:
         if args.command == "summary":
@@ -49,11 +49,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.command == "pack":
             packed, left = pack(args.folder, args.out, args.force, args.format)
-            print(f"{as_utf8(args.out)}: {packed} video{'' if packed == 1 else 's'} packed"
+            print(f"{printable_path(args.out)}: {packed} video{'' if packed == 1 else 's'} packed"
                   + (f"; {left} incomplete set{'' if left == 1 else 's'} left out" if left else ""))
             return 1 if left else 0
         count, left = merge_h5(args.out, args.inputs, args.force)
-        print(f"{as_utf8(args.out)}: {count} video{'' if count == 1 else 's'} from "
+        print(f"{printable_path(args.out)}: {count} video{'' if count == 1 else 's'} from "
               f"{len(args.inputs)} file{'' if len(args.inputs) == 1 else 's'}"
               + (f"; {left} incomplete or unreadable video{'' if left == 1 else 's'} left out"
                  if left else ""))

@@ -127,12 +127,6 @@ def locate(root: str, location: str, keys: Optional[Sequence[str]] = None
     return split[2], "/".join(parts[:-1] + [split[0]])
 
 
-def as_utf8(text: str) -> str:
-    """``text`` printable as UTF-8: an undecodable byte of a file name (a surrogate in the
-    ``str``) is shown as ``\\xe9``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def regular_file(path: str) -> bool:
     """Is ``path`` a regular file (a link to one included)?"""
     try:

@@ -8,10 +8,11 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 
+from utils.console import printable_path
 from utils.errors import one_line
 from utils.files import atomic_path, check_free_space, is_utf8, reserve_space
 from utils.outputs import h5_format
-from utils.outputs.features.names import OutputError, as_utf8, regular_file
+from utils.outputs.features.names import OutputError, regular_file
 from utils.outputs.features.read import FileFeatures, H5Features, load
 from utils.outputs.resume import check_outputs
 
@@ -69,8 +70,8 @@ def _bytes_of(paths) -> int:
 def _clash_message(source: str, clash: Tuple[str, str], keys: Sequence[str]) -> str:
     video, other = clash
     key = other[len(video) + 1:].split("/")[0]
-    return (f"{as_utf8(source)}: videos '{as_utf8(video)}' and '{as_utf8(other)}' cannot "
-            f"both be stored in one .h5 file: '{as_utf8(video)}/{key}' is the {key} dataset of the "
+    return (f"{printable_path(source)}: videos '{printable_path(video)}' and '{printable_path(other)}' cannot "
+            f"both be stored in one .h5 file: '{printable_path(video)}/{key}' is the {key} dataset of the "
             f"first, where the second's group would go; rename one of them (nothing was "
             f"written)")
 
@@ -81,11 +82,11 @@ def _write_video(f, name: str, arrays, video_path: str, run: Optional[str], wher
     try:
         h5_format.write_video(f, name, arrays, video_path, run)
     except UnicodeEncodeError:
-        raise OutputError(f"{as_utf8(where)}: video '{as_utf8(name)}' cannot be stored: "
+        raise OutputError(f"{printable_path(where)}: video '{printable_path(name)}' cannot be stored: "
                           "its name is not UTF-8 text, and HDF5 stores names as UTF-8 (nothing "
                           "was written)") from None
     except ValueError as e:
-        raise OutputError(f"{as_utf8(where)}: {as_utf8(one_line(e))} (nothing was "
+        raise OutputError(f"{printable_path(where)}: {printable_path(one_line(e))} (nothing was "
                           "written)") from None  # it names the video
 
 
@@ -117,7 +118,7 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
     keys = features.output_keys
     for name in features:
         if not is_utf8(name):
-            raise OutputError(f"{as_utf8(features.files(name)[keys[0]])}: the video's "
+            raise OutputError(f"{printable_path(features.files(name)[keys[0]])}: the video's "
                               "name is not UTF-8 text (an undecodable byte in the file name), "
                               "and HDF5 stores names as UTF-8; rename its files, then pack "
                               "again (nothing was written)")
@@ -134,12 +135,12 @@ def pack(folder: str, out: str, force: bool = False, format: Optional[str] = Non
             verdict = check_outputs(files, features.output_features)
             if verdict.done is None:
                 log.warning("%s: %s; video '%s' not packed (an incomplete or unreadable output "
-                            "set)", as_utf8(_file_of(files, verdict.key)), as_utf8(verdict.why),
-                            as_utf8(name))
+                            "set)", printable_path(_file_of(files, verdict.key)), printable_path(verdict.why),
+                            printable_path(name))
                 counts[1] += 1
                 continue
             _write_video(f, name, features.read(name), features.video_path(name) or "",
-                         features.run(name), as_utf8(files[keys[0]]))
+                         features.run(name), printable_path(files[keys[0]]))
             counts[0] += 1
 
     write_h5(out, fill, _bytes_of(path for name in list(features) + features.incomplete
@@ -163,8 +164,8 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> Tuple[int,
     with H5Features(list(inputs), ", ".join(inputs), warn=False) as features:
         for name in features:
             if not is_utf8(name):
-                raise OutputError(f"{as_utf8(features.file_of(name))}: video "
-                                  f"'{as_utf8(name)}' has a name that is not UTF-8 text; it "
+                raise OutputError(f"{printable_path(features.file_of(name))}: video "
+                                  f"'{printable_path(name)}' has a name that is not UTF-8 text; it "
                                   "cannot be stored by this tool (nothing was written)")
         keys = features.output_keys
         clash = h5_format.name_clash(sorted(features), keys)
@@ -180,13 +181,13 @@ def merge_h5(out: str, inputs: Sequence[str], force: bool = False) -> Tuple[int,
             for name in features.incomplete:
                 path, lacked = features.lacking(name)
                 log.warning("%s: video '%s' lacks %s; not merged (an incomplete output set)",
-                            as_utf8(path), as_utf8(name), ", ".join(lacked))
+                            printable_path(path), printable_path(name), ", ".join(lacked))
                 counts[1] += 1
             for name in sorted(features):
                 try:
                     arrays = features.read(name)
                 except OutputError as e:  # it names the file, the video and why
-                    log.warning("%s; not merged", as_utf8(str(e)))
+                    log.warning("%s; not merged", printable_path(str(e)))
                     counts[1] += 1
                     continue
                 _write_video(f, name, arrays, features.video_path(name) or "",
