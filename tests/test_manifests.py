@@ -238,3 +238,26 @@ def test_requeued_attempts_count_done_and_a_later_command_skipped(tmp_path, monk
     run(make_cfg(videos, out), Ones())
     summary = merge_manifests(out)
     assert (summary.done, summary.skipped) == (0, 4)
+
+
+def test_the_input_check_leaves_out_what_the_run_left_out(tmp_path):
+    """A folder input that covers output_path and the run's tmp_path: the run took neither
+    (collect_paths' exclude); the summary's input check must not list their videos as
+    "not reported" (it never would be complete) nor shard them."""
+    top = tmp_path / "in"
+    for sub in ("out/s3d", "kept"):
+        (top / sub).mkdir(parents=True)
+    for name in ("a.mp4", "out/planted.mp4", "kept/resampled.mp4"):
+        (top / name).write_bytes(b"\0")
+    root = top / "out" / "s3d"
+    run = "20261206T101500Z-3f9a1c"
+    (root / "runs").mkdir()
+    (root / "runs" / f"{run}.json").write_text(json.dumps(
+        {"run": run, "features": {}, "options": {"tmp_path": str(top / "kept")}}))
+    write_manifest(str(root), 0, 1, [{"path": str(top / "a.mp4"), "status": "done",
+                                      "outputs": {}, "Tv": 1, "seconds": 1.0, "run": run}])
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{top}\n")
+    summary = merge_manifests(str(top / "out"), str(listed))
+    assert (summary.inputs, summary.unreported) == (1, [])
+    assert summary.complete

@@ -218,11 +218,18 @@ def _entries(video_paths: Any,
         yield from list_file_entries(file_with_video_paths)
 
 
+def excluded_folders(output_path: Any, tmp_path: Any) -> Tuple[str, ...]:
+    """The folders a run takes no input from (``collect_paths``' ``exclude``): its
+    ``output_path`` and its ``tmp_path`` (where resampled videos are kept); values read from
+    a run record that are not text are left out."""
+    return tuple(p for p in (output_path, tmp_path) if isinstance(p, str) and p)
+
+
 def collect_paths(video_paths: Any, file_with_video_paths: Optional[str],
                   exclude: Sequence[Optional[str]] = ()) -> List[str]:
     """Inputs in the order given: ``video_paths`` (one path or a list), then the list file's
     lines; a folder or pattern stands for its sorted expansion there (``expand_entry``),
-    without the files under the folders of ``exclude`` (output_path, tmp_path: a run never
+    without the files under the folders of ``exclude`` (``excluded_folders``: a run never
     ingests its own outputs or kept videos), with a warning naming how many were left out.
 
     The list file may also be JSON lines with a ``"path"`` in each record (``failed.jsonl``).

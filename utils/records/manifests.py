@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from utils.console import printable_path, printable_text, setup_logging
 from utils.errors import InputError
-from utils.inputs.paths import collect_paths, shard_of
+from utils.inputs.paths import collect_paths, excluded_folders, shard_of
 from utils.records.jsonl import read_records
 from utils.records.provenance import FEATURE_OPTIONS, option_sets, read_runs
 from utils.records.run_report import manifest_shard
@@ -181,7 +181,7 @@ def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = Non
     folder = feature_folder(output_path)
     summary = Summary(folder=folder, manifests=find_manifests(folder))
     summary.records = latest_records(folder, summary.manifests)
-    runs = read_runs(folder)
+    runs = read_runs(folder, {r.run for r in summary.records.values() if r.run is not None})
     summary.option_sets = [(features, len(videos)) for features, videos
                            in option_sets(summary.records, runs)]
 
@@ -208,13 +208,18 @@ def merge_manifests(output_path: str, file_with_video_paths: Optional[str] = Non
         summary.other_num_shards = sorted({m.num_shards for m in summary.manifests} - {k})
 
     if file_with_video_paths is not None:
-        _check_inputs(summary, file_with_video_paths)
+        exclude = [output_path]  # and the runs' tmp_path, as they left them out
+        for run in runs.values():
+            exclude += excluded_folders(None, (run.options or {}).get("tmp_path"))
+        _check_inputs(summary, file_with_video_paths, exclude)
     return summary
 
 
-def _check_inputs(summary: Summary, file_with_video_paths: str) -> None:
-    """Compare with the run's input list, sharded as the run shards it."""
-    paths = collect_paths(None, file_with_video_paths)
+def _check_inputs(summary: Summary, file_with_video_paths: str,
+                  exclude: List[Optional[str]]) -> None:
+    """Compare with the run's input list as the runs built it (``exclude``: the folders they
+    took no input from), sharded as the run shards it."""
+    paths = collect_paths(None, file_with_video_paths, exclude=exclude)
     summary.inputs = len(paths)
     summary.unreported = [p for p in paths if p not in summary.records]
     if not summary.unreported:

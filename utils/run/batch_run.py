@@ -21,7 +21,7 @@ from utils.config import ExtractionConfig
 from utils.console import ProgressLog, print_features, print_predictions, printable_path
 from utils.networks import network
 from utils.errors import EXPECTED_CAUSES, ExtractionError, InputError, launcher_exceptions, one_line
-from utils.inputs.paths import collect_paths, shard_paths
+from utils.inputs.paths import collect_paths, excluded_folders, shard_paths
 from utils.outputs.naming import output_names, output_root
 from utils.outputs.store import STORES, Store
 from utils.records.lock import shard_lock
@@ -138,7 +138,7 @@ def run(cfg: ExtractionConfig,
 def _run(cfg: ExtractionConfig, extractor) -> RunReport:
     started = time.time()
     paths = collect_paths(cfg.video_paths, cfg.file_with_video_paths,
-                          exclude=(cfg.output_path, cfg.tmp_path))
+                          exclude=excluded_folders(cfg.output_path, cfg.tmp_path))
     # named on the whole list, so every shard agrees
     spec = network(cfg.feature_type)
     names = output_names(paths, spec.keys, cfg.output_layout.value, cfg.input_root)
