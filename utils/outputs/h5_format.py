@@ -31,7 +31,7 @@ from h5py import h5a, h5g, h5l, h5o, h5pl, h5z
 
 from utils.console import printable_path
 from utils.errors import one_line
-from utils.files import is_utf8, loads_json
+from utils.files import check_free_space, is_utf8, loads_json, reserve_space
 from utils.inputs.paths import parse_shard_name, shard_suffix
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,17 @@ def h5_shard(name: str, feature_type: str) -> Optional[Tuple[int, int]]:
     """``(shard, num_shards)`` of a shard file's name (``h5_name``), else None: the one rule
     of which ``.h5`` files in a network's folder are its outputs."""
     return parse_shard_name(name, feature_type, ".h5")
+
+
+def create_reserved(path: str, need: int, what: str):
+    """A new, empty file at ``path``, open for writing, with ``need`` bytes checked free and
+    reserved at its end first (``utils.files``): h5py on a full disk crashes the process, so
+    it never meets one (HDF5 cuts the file to its own end when it closes it).  ``OSError``
+    (ENOSPC naming ``what``) before anything is written past the empty file."""
+    check_free_space(os.path.dirname(os.path.abspath(path)), need, what)
+    h5py.File(path, "w-", libver=LIBVER).close()
+    reserve_space(path, need)
+    return h5py.File(path, "r+", libver=LIBVER)
 
 
 def init_file(f, feature_type: str) -> None:

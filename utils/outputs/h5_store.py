@@ -157,12 +157,10 @@ def _repack(tmp: str, path: str) -> None:
     (``h5_live.copy_live``), through a temporary named for ``path`` (a kill leaves one
     that the next run of the shard removes)."""
     size = os.path.getsize(tmp)
-    check_free_space(os.path.dirname(tmp) or ".", size + FOLD_SLACK, f"rewriting {path}")
     packed = temporary_name(path)
     try:
-        h5py.File(packed, "w-", libver=h5_format.LIBVER).close()
-        reserve_space(packed, size + FOLD_SLACK)
-        with h5py.File(tmp, "r") as src, h5py.File(packed, "r+", libver=h5_format.LIBVER) as dst:
+        with h5py.File(tmp, "r") as src, \
+                h5_format.create_reserved(packed, size + FOLD_SLACK, f"rewriting {path}") as dst:
             live = h5_live.copy_live(src, dst, path)
         os.replace(packed, tmp)
     finally:

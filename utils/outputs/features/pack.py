@@ -6,11 +6,10 @@ import logging
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
-import h5py
 
 from utils.console import printable_path
 from utils.errors import one_line
-from utils.files import atomic_path, check_free_space, is_utf8, reserve_space
+from utils.files import atomic_path, is_utf8
 from utils.outputs import h5_format
 from utils.outputs.features.names import OutputError, regular_file
 from utils.outputs.features.read import FileFeatures, H5Features, load
@@ -41,13 +40,9 @@ def write_h5(out: str, fill, need: int) -> None:
     temporary is removed and ``out`` is left as it was.  ``need``: the bytes the file may
     take at most, checked free and reserved before h5py writes (h5py crashes the process on
     a full disk): a full disk is an ``OutputError``."""
-    folder = os.path.dirname(os.path.abspath(out))
     try:
-        check_free_space(folder, need, f"writing {out}")
         with atomic_path(out) as tmp:
-            h5py.File(tmp, "w-", libver=h5_format.LIBVER).close()
-            reserve_space(tmp, need)
-            with h5py.File(tmp, "r+", libver=h5_format.LIBVER) as f:
+            with h5_format.create_reserved(tmp, need, f"writing {out}") as f:
                 fill(f)
     except OSError as e:
         if e.errno != errno.ENOSPC:
