@@ -16,6 +16,7 @@ from models.s3d_howto100m import search_exact, search_index
 from models.s3d_howto100m.synthetic_outputs import video_arrays, write_folder
 from utils.outputs.features import load, locate
 from utils.records.manifests import main as manifests_main
+from utils.records.schema import ManifestRecord
 from videos import synth
 
 SINKS = ["save_numpy", "save_h5"]
@@ -220,4 +221,5 @@ def test_search_refuses_a_location_climbing_out_of_the_folder(searchable, tmp_pa
     skipped = []
     assert list(search_module.indexed_videos(folder, skipped)) == []
     assert len(skipped) == 6 and "is not an output in" in caplog.text
-    assert all(search_index.identity_of(folder, r) is None for r in read_jsonl(manifest))
+    assert all(search_index.identity_of(folder, ManifestRecord.from_json(r, manifest)) is None
+               for r in read_jsonl(manifest))

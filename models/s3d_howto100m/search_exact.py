@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from models.s3d_howto100m import search as base
-from models.s3d_howto100m.search_index import (INDEX_COMMAND, Entry, Index, field_of, open_index,
+from models.s3d_howto100m.search_index import (INDEX_COMMAND, Entry, Index, open_index,
                                                searchable)
 from models.s3d_howto100m.spec import EMBEDDING_DIM, FEATURE_TYPE
 from utils.errors import one_line
@@ -132,12 +132,11 @@ class _Listed(base._Outputs):
         super().__init__(folder)
         self.files: dict = {}
         for entry in entries:
-            outputs = field_of(entry.record, "outputs")
-            for key, location in (outputs.items() if isinstance(outputs, dict) else ()):
-                found = locate(folder, str(location))
+            for key, location in (entry.record.outputs or {}).items():
+                found = locate(folder, location)
                 if found is not None and found[0] != "h5":
                     self.files.setdefault(found[0], {}).setdefault(found[1], {})[key] = \
-                        os.path.join(folder, str(location))
+                        os.path.join(folder, location)
 
     def get(self, fmt: str):
         if fmt == "h5":

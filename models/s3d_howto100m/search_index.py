@@ -45,6 +45,7 @@ from utils.errors import one_line
 from utils.files import atomic_write_all, loads_json, open_regular
 from utils.outputs.features.names import climbs
 from utils.records.manifests import latest_records
+from utils.records.schema import ManifestRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,10 @@ MATRIX_FILE = "search-index.npy"
 META_FILE = "search-index.json"
 FORMAT = "s3d_howto100m/search-index/1"
 DTYPE = np.dtype("<f2")
-MADE = ("done", "skipped")  # manifest statuses whose outputs are complete
 MAX_META_BYTES = 2**30  # a larger search-index.json is not read (about 10M videos)
 _HEADER_BYTES = 128  # the .npy header is written at this fixed length (rows filled in last)
 TOKEN_BYTES = 16  # a random token after the rows, also in the JSON: the two are one build
 INDEX_COMMAND = "python -m models.s3d_howto100m.search index"
-
-
-def field_of(record, name: str):
-    """A manifest record's field (records are JSON objects, or typed records with attributes)."""
-    if isinstance(record, dict):
-        return record.get(name)
-    return getattr(record, name, None)
 
 
 @dataclass
@@ -71,7 +64,7 @@ class Entry:
     """A searchable video of the folder's manifests (its latest record made its outputs)."""
 
     path: str
-    record: object
+    record: ManifestRecord
     identity: Optional[str]  # None: unknown (a missing output, a link): never from the index
 
 
@@ -81,18 +74,18 @@ def _roots(folder: str) -> List[str]:
     return [root.rstrip(os.sep) + os.sep for root in dict.fromkeys(found)]
 
 
-def identity_of(folder: str, record, roots: Optional[List[str]] = None) -> Optional[str]:
+def identity_of(folder: str, record: ManifestRecord, roots: Optional[List[str]] = None) -> Optional[str]:
     """The video's identity (see the module's doc), or None when an output is missing, is a
     link or not a regular file, or lies outside ``folder`` (as ``utils.outputs.features.locate``
     places a manifest's locations: relative ones in ``folder``, never climbing out with ``..``,
     ``<file>.h5/<name>/<key>``)."""
-    outputs = field_of(record, "outputs")
-    if not isinstance(outputs, dict):
+    outputs = record.outputs
+    if outputs is None:
         return None
     roots = roots or _roots(folder)
     if not isinstance(outputs.get("timestamps_ms"), str):
         return None
-    parts: list = [field_of(record, "run"), field_of(record, "Tv")]
+    parts: list = [record.run, record.Tv]
     for key in (EMBEDDING_KEY,):  # a hit's times are always read from its files
         location = outputs.get(key)
         if not isinstance(location, str) or climbs(location):
@@ -118,7 +111,7 @@ def searchable(folder: str) -> List[Entry]:
     roots = _roots(folder)
     entries = []
     for path, record in latest_records(folder).items():
-        if field_of(record, "status") in MADE:
+        if record.made:
             entries.append(Entry(path, record, identity_of(folder, record, roots)))
     return entries
 
