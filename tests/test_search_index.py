@@ -133,8 +133,12 @@ def test_never_a_stale_row(tmp_path, caplog):
                      f"bring it up to date: python -m models.s3d_howto100m.search index {folder}"]
     assert found.from_index == 12 and found.searched == 14  # gone is unreadable: skipped
 
-    built = search_index.build(folder)  # brought up to date: the unchanged rows reused
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        built = search_index.build(folder)  # brought up to date: the unchanged rows reused
     assert (built.videos, built.reused, built.read, built.skipped) == (14, 12, 2, ["/v/gone.mp4"])
+    assert (f"/v/gone.mp4: not indexed: an output is missing, not a regular file, or outside "
+            f"{folder}") in [r.getMessage() for r in caplog.records]  # the skipped video named
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         again = search_exact.search(folder, queries, 5)

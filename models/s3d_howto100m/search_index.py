@@ -274,6 +274,8 @@ def build(folder: str) -> Built:
             out.write(_npy_header(0))
             for entry in entries:
                 if entry.identity is None:  # outputs missing or not regular files
+                    log.warning("%s: not indexed: an output is missing, not a regular file, or "
+                                "outside %s", entry.path, folder)
                     done.skipped.append(entry.path)
                     unindexed.append([entry.path, None])
                     continue
@@ -297,7 +299,9 @@ def build(folder: str) -> Built:
                         unindexed.append([entry.path, entry.identity])
                         done.unindexed += 1
                         continue
-                if len(block) == 0:
+                if len(block) == 0:  # no stack (the loader refuses Tv = 0): from its files
+                    unindexed.append([entry.path, entry.identity])
+                    done.unindexed += 1
                     continue
                 out.write(block.tobytes())
                 max_norm = max(max_norm, float(np.linalg.norm(block.astype(np.float32),
